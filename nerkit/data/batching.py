@@ -1,0 +1,98 @@
+"""Training examples (one per window), length-grouped batches and dynamic padding."""
+from __future__ import annotations
+
+import logging
+from typing import Sequence
+
+import numpy as np
+import torch
+from datasets import Dataset
+from torch.nn.utils.rnn import pad_sequence
+
+from nerkit.data.encoding import AlignmentStats, TextEncoder, char_to_word_spans
+from nerkit.data.readers import Document
+
+log = logging.getLogger(__name__)
+
+
+def remove_overlaps(spans: Sequence[tuple[int, int, int]]) -> tuple[list[tuple[int, int, int]], int]:
+    """Keep a flat subset of spans (longest first, then leftmost); return it and how many were dropped."""
+    kept: list[tuple[int, int, int]] = []
+    for span in sorted(spans, key=lambda s: (s[0] - s[1], s[0])):
+        if all(span[1] <= k[0] or k[1] <= span[0] for k in kept):
+            kept.append(span)
+    return sorted(kept), len(spans) - len(kept)
+
+
+def window_dataset(
+    documents: Sequence[Document], encoder: TextEncoder, entity_types: Sequence[str], nested: bool
+) -> Dataset:
+    """One row per window: ``input_ids``, ``word_index`` and the gold ``spans`` inside it
+    (word indices relative to the window; an entity cut by a window edge is clipped to it,
+    and appears whole in the neighbouring window thanks to the overlap)."""
+    label_ids = {label: i for i, label in enumerate(entity_types)}
+    stats = AlignmentStats()
+    counts = {"overlapping entities dropped (flat head)": 0, "entities cut by every window": 0}
+
+    def to_windows(batch: dict) -> dict:
+        rows: dict[str, list] = {"input_ids": [], "word_index": [], "spans": []}
+        for enc, spans in zip(encoder.encode(batch["text"]), batch["spans"]):
+            word_spans = char_to_word_spans(enc, [(x["start"], x["end"], x["label"]) for x in spans], stats)
+            word_spans = [(s, e, label_ids[label]) for s, e, label in word_spans]
+            if not nested:
+                word_spans, dropped = remove_overlaps(word_spans)
+                counts["overlapping entities dropped (flat head)"] += dropped
+            whole = set()
+            for win in enc.windows:
+                input_ids, word_index = encoder.window_input(enc, win)
+                inside = []
+                for s, e, label in word_spans:
+                    if s < win.word_end and e > win.word_start:
+                        inside.append([max(s, win.word_start) - win.word_start, min(e, win.word_end) - win.word_start, label])
+                        if win.word_start <= s and e <= win.word_end:
+                            whole.add((s, e, label))
+                rows["input_ids"].append(input_ids)
+                rows["word_index"].append(word_index)
+                rows["spans"].append(inside)
+            counts["entities cut by every window"] += len(set(word_spans) - whole)
+        return rows
+
+    data = Dataset.from_dict({
+        "text": [d.text for d in documents],
+        "spans": [[{"start": s, "end": e, "label": label} for s, e, label in d.spans] for d in documents],
+    })
+    windows = data.map(to_windows, batched=True, remove_columns=data.column_names, desc="windows", keep_in_memory=True)
+    for what, n in [("entity spans widened to word boundaries", stats.widened),
+                    ("entity spans covering no token (lost)", stats.lost), *counts.items()]:
+        if n:
+            log.warning("%d %s", n, what)
+    return windows
+
+
+def length_grouped_batches(lengths: Sequence[int], batch_size: int, seed: int) -> list[list[int]]:
+    """Shuffled batches of similar-length examples, so that dynamic padding wastes little.
+
+    Examples are shuffled, sorted by length within groups of 50 batches, cut into batches,
+    and the batches shuffled again; the same seed always gives the same order (exact resume).
+    """
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(lengths))
+    group = batch_size * 50
+    batches = []
+    for g in range(0, len(order), group):
+        chunk = sorted(order[g : g + group], key=lambda i: -lengths[i])
+        batches += [chunk[b : b + batch_size] for b in range(0, len(chunk), batch_size)]
+    return [[int(i) for i in batches[b]] for b in rng.permutation(len(batches))]
+
+
+def collate(rows: Sequence[dict], pad_id: int) -> dict:
+    """Pad a batch to its own longest window (dynamic padding)."""
+    ids = [torch.tensor(r["input_ids"]) for r in rows]
+    word_index = [torch.tensor(r["word_index"], dtype=torch.long) for r in rows]
+    return {
+        "input_ids": pad_sequence(ids, batch_first=True, padding_value=pad_id),
+        "attention_mask": pad_sequence([torch.ones(len(i), dtype=torch.long) for i in ids], batch_first=True),
+        "word_index": pad_sequence(word_index, batch_first=True),
+        "word_mask": pad_sequence([torch.ones(len(w), dtype=torch.bool) for w in word_index], batch_first=True),
+        "spans": [r["spans"] for r in rows],
+    }

@@ -1,0 +1,208 @@
+"""Readers: files on disk -> ``Document`` objects with character-level entity spans.
+
+Each reader validates as it goes and raises ``DataError`` naming the file, the line and the
+problem; recoverable oddities (empty sentences, I- without B-) are counted and logged, never
+dropped silently.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from nerkit.data.schemes import Span, TagError, get_scheme
+
+log = logging.getLogger(__name__)
+
+
+class DataError(ValueError):
+    """Bad input data; the message names file, line and problem."""
+
+    def __init__(self, path: str | Path, line: int | None, problem: str):
+        where = f"{path}:{line}" if line is not None else str(path)
+        super().__init__(f"{where}: {problem}")
+
+
+@dataclass
+class Document:
+    id: str
+    text: str
+    spans: list[Span] = field(default_factory=list)
+    label: str | None = None  # document class, for classification tasks
+
+
+@dataclass
+class ReadStats:
+    """What a reader skipped or repaired, so the caller can report it."""
+
+    empty_sentences: int = 0
+    empty_documents: int = 0
+    repaired_tags: int = 0
+
+    def log(self, path: str | Path) -> None:
+        for name, count in vars(self).items():
+            if count:
+                log.warning("%s: %d %s", path, count, name.replace("_", " "))
+
+
+def _read_lines(path: str | Path) -> list[str]:
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, None, "file not found")
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")  # a leading BOM is not part of the data
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise DataError(path, line, f"not valid UTF-8 (byte {raw[err.start]:#04x}); convert the file to UTF-8") from None
+    return text.splitlines()
+
+
+def read_conll(
+    path: str | Path,
+    scheme: str = "BIO",
+    tag_column: int = -1,
+    documents: bool = False,
+    token_separator: str = " ",
+) -> list[Document]:
+    """Read a CoNLL-style column file: one token per line, blank lines between sentences.
+
+    ``-DOCSTART-`` lines separate documents. With ``documents=False`` every sentence is a
+    Document (tokens joined by spaces); with ``documents=True`` each ``-DOCSTART-`` document
+    becomes one Document whose sentences are joined by newlines (long-text NER). Tokens are
+    joined by ``token_separator``: use "" for one-character-per-line Chinese data.
+    """
+    tag_scheme = get_scheme(scheme)
+    stats = ReadStats()
+    docs: list[Document] = []
+    doc_sentences: list[tuple[str, list[Span]]] = []
+    tokens: list[str] = []
+    tags: list[str] = []
+    n_columns: int | None = None
+    doc_line = 1
+
+    def end_sentence(line_no: int) -> None:
+        if not tokens:
+            return
+        try:
+            word_spans, repairs = tag_scheme.decode(tags)
+        except TagError as err:  # pragma: no cover - tags are checked per line below
+            raise DataError(path, line_no, str(err)) from None
+        stats.repaired_tags += repairs
+        starts, pos = [], 0
+        for tok in tokens:
+            starts.append(pos)
+            pos += len(tok) + len(token_separator)
+        spans = [Span(starts[s], starts[e - 1] + len(tokens[e - 1]), lab) for s, e, lab in word_spans]
+        doc_sentences.append((token_separator.join(tokens), spans))
+        tokens.clear()
+        tags.clear()
+
+    def end_document(line_no: int) -> None:
+        if not doc_sentences:
+            stats.empty_documents += documents
+            return
+        if documents:
+            text, spans, offset = "", [], 0
+            for sent, sent_spans in doc_sentences:
+                spans += [Span(s + offset, e + offset, lab) for s, e, lab in sent_spans]
+                text += sent + "\n"
+                offset = len(text)
+            docs.append(Document(f"{Path(path).name}:{doc_line}", text.rstrip("\n"), spans))
+        else:
+            for i, (sent, spans) in enumerate(doc_sentences):
+                docs.append(Document(f"{Path(path).name}:{doc_line}:{i}", sent, spans))
+        doc_sentences.clear()
+
+    lines = _read_lines(path)
+    blank_run = 0
+    for line_no, line in enumerate(lines, start=1):
+        if not line.strip():
+            blank_run += 1
+            if blank_run == 2 and not tokens:
+                stats.empty_sentences += 1
+            end_sentence(line_no)
+            continue
+        blank_run = 0
+        columns = line.split()
+        if columns[0] == "-DOCSTART-":
+            end_sentence(line_no)
+            end_document(line_no)
+            doc_line = line_no
+            blank_run = 0  # the blank line after a marker is not an empty sentence
+            continue
+        if n_columns is None:
+            n_columns = len(columns)
+            if n_columns < 2:
+                raise DataError(path, line_no, f"expected a token and a tag column, found {line!r}")
+        elif len(columns) != n_columns:
+            raise DataError(path, line_no, f"expected {n_columns} columns like the first token line, found {len(columns)}: {line!r}")
+        tag = columns[tag_column]
+        try:
+            tag_scheme.split(tag)
+        except TagError as err:
+            raise DataError(path, line_no, f"{err} (scheme={scheme})") from None
+        tokens.append(columns[0])
+        tags.append(tag)
+    end_sentence(len(lines))
+    end_document(len(lines))
+    stats.log(path)
+    return docs
+
+
+def _iter_json_objects(path: str | Path):
+    """Yield (line, object) from JSON Lines or from concatenated (pretty-printed) JSON objects."""
+    text = "\n".join(_read_lines(path))
+    decoder = json.JSONDecoder()
+    pos = 0
+    while True:
+        while pos < len(text) and text[pos].isspace():
+            pos += 1
+        if pos >= len(text):
+            return
+        line = text.count("\n", 0, pos) + 1
+        try:
+            obj, pos = decoder.raw_decode(text, pos)
+        except json.JSONDecodeError as err:
+            raise DataError(path, text.count("\n", 0, err.pos) + 1, f"invalid JSON: {err.msg}") from None
+        if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
+            raise DataError(path, line, "expected an object with a string 'text' field")
+        yield line, obj
+
+
+def read_json_spans(path: str | Path) -> list[Document]:
+    """Read character-span JSON: CLUENER style or nerkit's own entity lists.
+
+    CLUENER: ``{"text": ..., "label": {type: {surface: [[start, end_inclusive], ...]}}}``.
+    nerkit: ``{"id": ..., "text": ..., "entities": [{"start", "end", "label"}]}`` (end exclusive).
+    Both as JSON Lines or as concatenated pretty-printed objects. Spans may overlap (nested
+    entities); a span out of range or whose surface does not match the text is an error.
+    """
+    docs: list[Document] = []
+    stats = ReadStats()
+    for line, obj in _iter_json_objects(path):
+        text = obj["text"]
+        spans: list[Span] = []
+        if "label" in obj and isinstance(obj["label"], dict):
+            for label, surfaces in obj["label"].items():
+                for surface, positions in surfaces.items():
+                    for start, end_inclusive in positions:
+                        spans.append(_checked_span(path, line, text, start, end_inclusive + 1, label, surface))
+        else:
+            for ent in obj.get("entities", []):
+                spans.append(_checked_span(path, line, text, ent["start"], ent["end"], ent["label"], ent.get("text")))
+        if not text.strip():
+            stats.empty_documents += 1
+            continue
+        docs.append(Document(str(obj.get("id", f"{Path(path).name}:{line}")), text, sorted(set(spans))))
+    stats.log(path)
+    return docs
+
+
+def _checked_span(path, line, text, start, end, label, surface) -> Span:
+    if not (isinstance(start, int) and isinstance(end, int) and 0 <= start < end <= len(text)):
+        raise DataError(path, line, f"span [{start}, {end}) of {label!r} is out of range for a text of {len(text)} characters")
+    if surface is not None and text[start:end] != surface:
+        raise DataError(path, line, f"span [{start}, {end}) of {label!r} reads {text[start:end]!r}, not {surface!r}")
+    return Span(start, end, label)

@@ -1,0 +1,80 @@
+"""Encoder + head, and the run directory that holds a trained model.
+
+A run directory is self-contained and loads without pickle:
+``model.safetensors`` (all weights), ``config.yaml`` (the resolved Hydra config),
+``labels.json`` (entity types), ``encoder/`` (tokenizer and encoder architecture).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from safetensors.torch import load_model, save_model
+from torch import nn
+
+from nerkit.encoders import build_encoder
+from nerkit.encoders.base import Encoder
+from nerkit.heads.base import Head
+
+WEIGHTS, CONFIG, LABELS, ENCODER_DIR = "model.safetensors", "config.yaml", "labels.json", "encoder"
+
+
+class NerModel(nn.Module):
+    def __init__(self, encoder: Encoder, head: Head):
+        super().__init__()
+        self.encoder = encoder
+        self.head = head
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig, entity_types: Sequence[str], train_texts: Sequence[str] | None = None,
+                    saved: Path | None = None) -> "NerModel":
+        encoder = build_encoder(cfg.encoder, train_texts, saved)
+        head = instantiate(cfg.head, hidden_size=encoder.hidden_size, entity_types=list(entity_types))
+        return cls(encoder, head)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, word_index: torch.Tensor,
+                word_mask: torch.Tensor) -> torch.Tensor:
+        hidden = self.encoder(input_ids, attention_mask)
+        words = hidden.gather(1, word_index.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))
+        return self.head(words, word_mask)
+
+    def param_groups(self, lr: float, weight_decay: float) -> list[dict]:
+        """Encoder parameters at ``lr`` (no decay on biases and norms); the head chooses its own."""
+        decay, no_decay = [], []
+        for name, param in self.encoder.named_parameters():
+            (no_decay if param.ndim < 2 else decay).append(param)
+        return [
+            {"params": decay, "lr": lr, "weight_decay": weight_decay},
+            {"params": no_decay, "lr": lr, "weight_decay": 0.0},
+            *self.head.param_groups(lr, weight_decay),
+        ]
+
+    def save(self, directory: str | Path, cfg: DictConfig) -> None:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        save_model(self, str(directory / WEIGHTS))
+        OmegaConf.save(cfg, directory / CONFIG, resolve=True)
+        (directory / LABELS).write_text(json.dumps({"entity_types": self.head.entity_types}, ensure_ascii=False, indent=1))
+        self.encoder.save_files(directory / ENCODER_DIR)
+
+    @classmethod
+    def load(cls, directory: str | Path, device: str | torch.device = "cpu") -> tuple["NerModel", DictConfig]:
+        directory = Path(directory)
+        for name in (WEIGHTS, CONFIG, LABELS, ENCODER_DIR):
+            if not (directory / name).exists():
+                raise FileNotFoundError(f"{directory} is not a complete nerkit run directory: {name} is missing")
+        cfg = OmegaConf.load(directory / CONFIG)
+        entity_types = json.loads((directory / LABELS).read_text())["entity_types"]
+        model = cls.from_config(cfg, entity_types, saved=directory / ENCODER_DIR)
+        try:
+            load_model(model, str(directory / WEIGHTS), strict=True)
+        except RuntimeError as err:
+            raise ValueError(
+                f"{directory / WEIGHTS} does not match {directory / LABELS} ({len(entity_types)} entity types) "
+                f"and {directory / CONFIG}: {err}"
+            ) from None
+        return model.to(device).eval(), cfg

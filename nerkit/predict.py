@@ -1,0 +1,92 @@
+"""Prediction: raw texts in, entities with exact character offsets out.
+
+Texts of any length are cut into windows, all windows of all texts are sorted by length and
+run in dynamically padded batches, and each text's windows are merged back (maximal context).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from nerkit.data.encoding import EncodedText, TextEncoder, word_to_char_span
+from nerkit.heads.base import ScoredSpan
+from nerkit.model import NerModel
+
+
+@dataclass(frozen=True)
+class Entity:
+    start: int  # character offset into the original text
+    end: int  # exclusive: text[start:end] is the entity
+    label: str
+    text: str
+    score: float
+
+
+class Predictor:
+    def __init__(self, model: NerModel, max_length: int = 128, stride: int = 32, batch_size: int = 64,
+                 device: str | torch.device = "cpu"):
+        self.model = model.to(device).eval()
+        self.device = torch.device(device)
+        self.batch_size = batch_size
+        self.text_encoder = TextEncoder(model.encoder.tokenizer, max_length, stride)
+
+    @classmethod
+    def from_run(cls, run_dir: str | Path, device: str | None = None, batch_size: int = 64) -> "Predictor":
+        """Load a trained run directory (weights, config, labels, tokenizer; no pickle)."""
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        model, cfg = NerModel.load(run_dir, device)
+        return cls(model, cfg.max_length, cfg.stride, batch_size, device)
+
+    def predict(self, texts: Sequence[str]) -> list[list[Entity]]:
+        if isinstance(texts, str):
+            raise TypeError("predict takes a list of texts; wrap a single text in a list")
+        encodings = self.text_encoder.encode(texts)
+        results = []
+        for text, enc, spans in zip(texts, encodings, self.predict_encoded(encodings)):
+            entities = []
+            for start, end, label, score in spans:
+                c0, c1 = word_to_char_span(enc, start, end)
+                entities.append(Entity(c0, c1, label, text[c0:c1], score))
+            results.append(entities)
+        return results
+
+    @torch.inference_mode()
+    def predict_encoded(self, encodings: Sequence[EncodedText]) -> list[list[ScoredSpan]]:
+        """Word-level spans for already encoded texts (evaluation reuses the encodings)."""
+        jobs = [(d, k) for d, enc in enumerate(encodings) for k in range(len(enc.windows))]
+        inputs = [self.text_encoder.window_input(encodings[d], encodings[d].windows[k]) for d, k in jobs]
+        order = sorted(range(len(jobs)), key=lambda j: len(inputs[j][0]))
+        outputs: list = [None] * len(jobs)
+        pad_id = self.model.encoder.tokenizer.pad_token_id
+        for b in range(0, len(order), self.batch_size):
+            batch = order[b : b + self.batch_size]
+            width = max(len(inputs[j][0]) for j in batch)
+            words = max(len(inputs[j][1]) for j in batch)
+            input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+            attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
+            word_index = torch.zeros((len(batch), words), dtype=torch.long)
+            word_mask = torch.zeros((len(batch), words), dtype=torch.bool)
+            for row, j in enumerate(batch):
+                ids, index = inputs[j]
+                input_ids[row, : len(ids)] = torch.tensor(ids)
+                attention_mask[row, : len(ids)] = 1
+                word_index[row, : len(index)] = torch.tensor(index)
+                word_mask[row, : len(index)] = True
+            tensors = [t.to(self.device) for t in (input_ids, attention_mask, word_index, word_mask)]
+            scores = self.model(*tensors)
+            for j, out in zip(batch, self.model.head.window_outputs(scores, tensors[3])):
+                outputs[j] = out
+        per_doc: list[list] = [[] for _ in encodings]
+        for (d, _), out in zip(jobs, outputs):
+            per_doc[d].append(out)
+        nonempty = [d for d, enc in enumerate(encodings) if enc.windows]
+        decoded = self.model.head.decode_documents(
+            [(encodings[d].windows, per_doc[d], encodings[d].n_words) for d in nonempty]
+        )
+        results: list[list[ScoredSpan]] = [[] for _ in encodings]
+        for d, spans in zip(nonempty, decoded):
+            results[d] = spans
+        return results

@@ -1,0 +1,130 @@
+"""Training entry point: ``python -m nerkit.train [hydra overrides]``.
+
+Reads the data named by ``data/``, builds encoder + head from ``encoder/`` and ``head/``,
+trains with AdamW (the head in its own learning-rate group), evaluates on dev after every
+epoch, keeps the best model in the run directory and returns the best dev F1 (so that Hydra
+sweepers can optimise it).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import time
+from pathlib import Path
+
+import hydra
+import numpy as np
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from tqdm.auto import tqdm
+from transformers import get_linear_schedule_with_warmup
+
+from nerkit.config import register_resolvers
+from nerkit.data.batching import collate, length_grouped_batches, window_dataset
+from nerkit.data.readers import Document
+from nerkit.evaluation import evaluate
+from nerkit.model import NerModel
+from nerkit.predict import Predictor
+
+log = logging.getLogger(__name__)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def entity_types_of(train: list[Document], others: dict[str, list[Document]]) -> list[str]:
+    types = sorted({span.label for doc in train for span in doc.spans})
+    if not types:
+        raise ValueError("the training data has no entities: nothing to learn")
+    for split, docs in others.items():
+        unseen = {span.label for doc in docs for span in doc.spans} - set(types)
+        if unseen:
+            log.warning("%s has entity types never seen in train (they count as missed): %s", split, sorted(unseen))
+    return types
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def train(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
+    """Train, evaluate and save a model as ``cfg`` says; returns the best dev F1."""
+    output_dir = Path(output_dir or HydraConfig.get().runtime.output_dir)
+    seed_everything(cfg.seed)
+    device = pick_device(cfg.trainer.device)
+
+    splits = {name: instantiate(cfg.data[name]) for name in ("train", "dev", "test") if cfg.data.get(name)}
+    train_docs = splits.pop("train")
+    entity_types = entity_types_of(train_docs, splits)
+    model = NerModel.from_config(cfg, entity_types, train_texts=[d.text for d in train_docs]).to(device)
+    predictor = Predictor(model, cfg.max_length, cfg.stride, cfg.trainer.eval_batch_size, device)
+    windows = window_dataset(train_docs, predictor.text_encoder, entity_types, model.head.supports_nested).to_list()
+    lengths = [len(w["input_ids"]) for w in windows]
+    log.info("%d training documents -> %d windows; entity types: %s", len(train_docs), len(windows), entity_types)
+
+    steps_per_epoch = math.ceil(len(windows) / cfg.trainer.batch_size)
+    total_steps = cfg.trainer.max_steps or steps_per_epoch * cfg.trainer.epochs
+    optimizer = torch.optim.AdamW(model.param_groups(cfg.trainer.lr, cfg.trainer.weight_decay))
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.trainer.warmup_ratio * total_steps), total_steps)
+    pad_id = model.encoder.tokenizer.pad_token_id
+
+    best_f1, history, step = -1.0, [], 0
+    started = time.perf_counter()
+    progress = tqdm(total=total_steps, desc="train", unit="step", dynamic_ncols=True)
+    for epoch in range(math.ceil(total_steps / steps_per_epoch)):
+        model.train()
+        for batch_ids in length_grouped_batches(lengths, cfg.trainer.batch_size, cfg.seed + epoch):
+            if step == total_steps:
+                break
+            batch = collate([windows[i] for i in batch_ids], pad_id)
+            tensors = [batch[k].to(device) for k in ("input_ids", "attention_mask", "word_index", "word_mask")]
+            scores = model(*tensors)
+            loss = model.head.loss(scores, tensors[3], batch["spans"])
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"loss became {loss.item()} at step {step}; lower the learning rate")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.trainer.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            progress.update()
+            progress.set_postfix(epoch=epoch, loss=f"{loss.item():.4f}")
+        metrics = evaluate(predictor, splits["dev"]) if "dev" in splits else {"f1": float("nan")}
+        history.append({"epoch": epoch, "step": step, "dev": metrics})
+        log.info("epoch %d: dev P %.4f R %.4f F1 %.4f", epoch, metrics.get("precision", 0), metrics.get("recall", 0), metrics["f1"])
+        if "dev" not in splits or metrics["f1"] > best_f1:
+            best_f1 = metrics["f1"]
+            model.save(output_dir, cfg)
+    progress.close()
+
+    results = {"best_dev_f1": best_f1, "history": history, "train_seconds": time.perf_counter() - started,
+               "parameters": sum(p.numel() for p in model.parameters()), "train_windows": len(windows)}
+    if "test" in splits:
+        best = Predictor.from_run(output_dir, str(device), cfg.trainer.eval_batch_size)
+        results["test"] = evaluate(best, splits["test"])
+        log.info("test F1 %.4f", results["test"]["f1"])
+    (output_dir / "metrics.json").write_text(json.dumps(results, indent=1))
+    return best_f1
+
+
+register_resolvers()
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+def main(cfg: DictConfig) -> float:
+    log.info("config:\n%s", OmegaConf.to_yaml(cfg, resolve=True))
+    return train(cfg)
+
+
+if __name__ == "__main__":
+    main()
