@@ -50,3 +50,19 @@ def test_minilm_learns_toy_entities_with_exact_offsets(toy_conll, tmp_path):
     assert [(e.text, e.label) for e in entities] == [("JOHN   smith", "PER"), ("BERLIN", "LOC")]
     assert all(text[e.start:e.end] == e.text for e in entities)
     assert (tmp_path / "run" / "model.safetensors").exists() and not list((tmp_path / "run").rglob("*.bin"))
+
+
+def test_bilstm_character_vocabulary_for_chinese(tmp_path):
+    """Offline Chinese: a character vocabulary from the training data, character-exact offsets."""
+    sentences = ["高 B-NAME\n勇 E-NAME\n在 O\n北 B-LOC\n京 E-LOC", "李 B-NAME\n明 E-NAME\n去 O\n上 B-LOC\n海 E-LOC"] * 4
+    path = tmp_path / "zh.bmes"
+    path.write_text("\n\n".join(sentences) + "\n")
+    reader = ["data.train.scheme=BMES", "+data.train.token_separator=", "data.dev.scheme=BMES", "+data.dev.token_separator="]
+    cfg = make_cfg(["encoder=bilstm", "head=crf", "head.scheme=BIOES", "trainer.epochs=30", "trainer.lr=0.02",
+                    "encoder.dropout=0", *data_overrides(path), *reader])
+    assert train(cfg, tmp_path / "run") == 1.0
+    predictor = Predictor.from_run(tmp_path / "run", device="cpu")
+    assert predictor.model.encoder.tokenizer.tokenize("高勇在北京") == list("高勇在北京")
+    text = "  高勇去北京 "
+    (entities,) = predictor.predict([text])
+    assert [(e.start, e.end, e.text, e.label) for e in entities] == [(2, 4, "高勇", "NAME"), (5, 7, "北京", "LOC")]
