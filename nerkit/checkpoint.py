@@ -65,7 +65,8 @@ def find_resume_checkpoint(resume: bool | str | None, own_checkpoints: Path) -> 
     path = Path(str(resume))
     if _NAME.fullmatch(path.name) and path.is_dir():
         if not (path / COMPLETE).is_file():
-            raise FileNotFoundError(f"{path} is an incomplete checkpoint (no {COMPLETE} marker): the run died writing it")
+            raise FileNotFoundError(f"{path} is an incomplete checkpoint (no {COMPLETE} marker): "
+                                    "the run died writing it")
         return path
     for root in (path / "checkpoints", path):
         if latest := complete_checkpoints(root):
@@ -107,7 +108,8 @@ class Checkpointer:
 
     def _rotate(self, best_step: int | None) -> None:
         done = complete_checkpoints(self.root)
-        keep = set(done[-self.keep :]) | {p for p in done if best_step is not None and p.name == f"step-{best_step:08d}"}
+        best = f"step-{best_step:08d}" if best_step is not None else None
+        keep = set(done[-self.keep :]) | {p for p in done if p.name == best}
         for path in done:
             if path not in keep:
                 shutil.rmtree(path)

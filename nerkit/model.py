@@ -7,6 +7,7 @@ A run directory is self-contained and loads without pickle:
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Sequence
 
@@ -58,9 +59,13 @@ class NerModel(nn.Module):
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         # The label map also goes into the weights file: a labels.json edited or swapped later is caught.
-        save_model(self, str(directory / WEIGHTS), metadata={"entity_types": json.dumps(self.head.entity_types)})
+        # Written aside and renamed, so a crash mid-write keeps the previous weights.
+        tmp = directory / f".{WEIGHTS}.tmp"
+        save_model(self, str(tmp), metadata={"entity_types": json.dumps(self.head.entity_types)})
+        os.replace(tmp, directory / WEIGHTS)
         OmegaConf.save(cfg, directory / CONFIG, resolve=True)
-        (directory / LABELS).write_text(json.dumps({"entity_types": self.head.entity_types}, ensure_ascii=False, indent=1), encoding="utf-8")
+        labels = json.dumps({"entity_types": self.head.entity_types}, ensure_ascii=False, indent=1)
+        (directory / LABELS).write_text(labels, encoding="utf-8")
         self.encoder.save_files(directory / ENCODER_DIR)
 
     @classmethod

@@ -3,7 +3,8 @@
 Reads the data named by ``data/``, builds encoder + head from ``encoder/`` and ``head/``,
 trains with AdamW (the head in its own learning-rate group), evaluates on dev after every
 epoch, keeps the best model in the run directory and returns the best dev F1 (so that Hydra
-sweepers can optimise it).
+sweepers can optimise it). Checkpoints go to ``<run>/checkpoints`` every ``trainer.checkpoint_every``
+steps and at every epoch end; ``resume=true`` (or a path) continues exactly where one left off.
 """
 from __future__ import annotations
 
@@ -78,7 +79,8 @@ def train(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.trainer.warmup_ratio * total_steps), total_steps)
     pad_id = model.encoder.tokenizer.pad_token_id
 
-    checkpoints = Checkpointer(output_dir / "checkpoints", model, cfg, optimizer, scheduler, cfg.trainer.keep_checkpoints)
+    keep = cfg.trainer.keep_checkpoints
+    checkpoints = Checkpointer(output_dir / "checkpoints", model, cfg, optimizer, scheduler, keep)
     state = TrainerState()
     if resume_from := find_resume_checkpoint(cfg.get("resume"), checkpoints.root):
         state = checkpoints.restore(resume_from, output_dir)  # last: it also restores the RNG states

@@ -77,7 +77,8 @@ def test_empty_sentences_and_documents_are_skipped_and_counted(tmp_path, caplog)
     assert [d.text for d in sentences] == ["John lives", "in", "Berlin"]
     assert "t.conll: 2 empty sentences" in caplog.text and "t.conll: 1 empty documents" in caplog.text
     documents = read_conll(path, documents=True)
-    assert [(d.text, d.spans) for d in documents] == [("John lives\nin", [Span(0, 4, "PER")]), ("Berlin", [Span(0, 6, "LOC")])]
+    assert [(d.text, d.spans) for d in documents] == [
+        ("John lives\nin", [Span(0, 4, "PER")]), ("Berlin", [Span(0, 6, "LOC")])]
 
 
 def test_bom_zero_width_and_emoji_tokens_keep_exact_offsets(tmp_path):
@@ -174,7 +175,8 @@ def test_empty_and_whitespace_only_texts_give_no_entities(predictor):
 
 @pytest.mark.parametrize("text, words", [
     ("\ufeffJohn\u200b Smith\x00 lives\x07in Berlin\u200d.", ["John", "Smith", "lives", "in", "Berlin", "."]),
-    ("Meet 李明 in 東京 🎉 today, Ünïcödé 😀x", ["Meet", "李", "明", "in", "東", "京", "🎉", "today", ",", "Ünïcödé", "😀x"]),
+    ("Meet 李明 in 東京 🎉 today, Ünïcödé 😀x",
+     ["Meet", "李", "明", "in", "東", "京", "🎉", "today", ",", "Ünïcödé", "😀x"]),
     ("John   Smith\t\tlives\n\n\nin  Berlin\r\n.", ["John", "Smith", "lives", "in", "Berlin", "."]),
 ])
 def test_odd_characters_and_whitespace_keep_exact_offsets(predictor, text, words):

@@ -100,7 +100,8 @@ def test_rotation_keeps_the_last_n_and_the_best(tiny_bert_dir, tmp_path):
     checkpointer = _checkpointer(tiny_bert_dir, tmp_path / "checkpoints", keep=2)
     for step in range(1, 6):
         checkpointer.save(TrainerState(step=step, best_step=2))
-    assert [p.name for p in complete_checkpoints(checkpointer.root)] == ["step-00000002", "step-00000004", "step-00000005"]
+    kept = [p.name for p in complete_checkpoints(checkpointer.root)]
+    assert kept == ["step-00000002", "step-00000004", "step-00000005"]
 
 
 def test_a_half_written_checkpoint_is_never_picked_up(tiny_bert_dir, tmp_path, monkeypatch):

@@ -191,7 +191,8 @@ def read_json_spans(path: str | Path) -> list[Document]:
                 found = [(label, surface, start, end_inclusive) for label, surfaces in obj["label"].items()
                          for surface, positions in surfaces.items() for start, end_inclusive in positions]
             except (AttributeError, TypeError, ValueError):
-                raise DataError(path, line, "'label' must map type -> surface -> [[start, end_inclusive], ...]") from None
+                problem = "'label' must map type -> surface -> [[start, end_inclusive], ...]"
+                raise DataError(path, line, problem) from None
             for label, surface, start, end_inclusive in found:
                 end = end_inclusive + 1 if isinstance(end_inclusive, int) else end_inclusive
                 spans.append(_checked_span(path, line, text, start, end, label, surface))
