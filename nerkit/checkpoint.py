@@ -148,10 +148,14 @@ def _export_model(checkpoint: Path, output_dir: Path) -> None:
     shutil.copytree(checkpoint / ENCODER_DIR, output_dir / ENCODER_DIR, dirs_exist_ok=True)
 
 
-def _changed_keys(saved: DictConfig, current: DictConfig) -> list[str]:
-    saved, current = OmegaConf.to_container(saved), OmegaConf.to_container(current, resolve=True)
-    ignore = {"resume"}
-    return sorted(k for k in set(saved) | set(current) if k not in ignore and saved.get(k) != current.get(k))
+def _changed_keys(saved: Any, current: Any, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two configs (``resume`` itself aside)."""
+    if isinstance(saved, DictConfig):
+        saved, current = OmegaConf.to_container(saved), OmegaConf.to_container(current, resolve=True)
+    if not (isinstance(saved, dict) and isinstance(current, dict)):
+        return [prefix.rstrip(".")] if saved != current else []
+    keys = sorted((set(saved) | set(current)) - {"resume"})
+    return [k for key in keys for k in _changed_keys(saved.get(key), current.get(key), f"{prefix}{key}.")]
 
 
 def _rng_states() -> dict[str, Any]:

@@ -196,3 +196,11 @@ def test_a_failing_sweep_job_is_recorded_and_the_others_finish(tiny_bert_dir, tm
     assert not (failed / "metrics.json").exists()
     assert json.loads((finished / "metrics.json").read_text())["history"]
     assert not (finished / "FAILED").exists()
+
+
+def test_resume_with_a_changed_config_names_the_changed_keys(tiny_bert_dir, tmp_path, caplog):
+    saved = _checkpointer(tiny_bert_dir, tmp_path / "a").save(TrainerState(step=1))
+    other = _checkpointer(tiny_bert_dir, tmp_path / "b")
+    other.cfg.trainer.epochs, other.cfg.resume = 7, True
+    other.restore(saved, tmp_path / "b")
+    assert "differs from the checkpoint's in ['trainer.epochs']" in caplog.text
