@@ -46,6 +46,10 @@ class TrainerState:
     history: list[dict] = field(default_factory=list)
 
 
+def _name(step: int) -> str:
+    return f"step-{step:08d}"
+
+
 def complete_checkpoints(root: Path) -> list[Path]:
     """Finished checkpoints under ``root``, oldest first; temporary and unmarked ones are ignored."""
     if not root.is_dir():
@@ -86,7 +90,7 @@ class Checkpointer:
         if self.keep <= 0:
             return None
         self.root.mkdir(parents=True, exist_ok=True)
-        final = self.root / f"step-{state.step:08d}"
+        final = self.root / _name(state.step)
         tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=self.root))
         self.model.save(tmp, self.cfg)
         tensors: dict[str, torch.Tensor] = {}
@@ -108,7 +112,7 @@ class Checkpointer:
 
     def _rotate(self, best_step: int | None) -> None:
         done = complete_checkpoints(self.root)
-        best = f"step-{best_step:08d}" if best_step is not None else None
+        best = _name(best_step) if best_step is not None else None
         keep = set(done[-self.keep :]) | {p for p in done if p.name == best}
         for path in done:
             if path not in keep:
@@ -132,8 +136,12 @@ class Checkpointer:
         self.optimizer.load_state_dict(everything["optimizer"])
         self.scheduler.load_state_dict(everything["scheduler"])
         state = TrainerState(**everything["trainer"])
-        if state.best_step is not None:
-            _export_model(path.parent / f"step-{state.best_step:08d}", output_dir)
+        best = path.parent / _name(state.best_step) if state.best_step is not None else None
+        if best is not None and (best / COMPLETE).is_file():
+            _export_model(best, output_dir)
+        elif best is not None:
+            log.warning("%s is gone: the run directory gets a model only when dev F1 beats %.4f again",
+                        best, state.best_f1)
         _set_rng_states(everything["rng"])
         return state
 

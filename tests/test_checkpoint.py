@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -204,3 +205,13 @@ def test_resume_with_a_changed_config_names_the_changed_keys(tiny_bert_dir, tmp_
     other.cfg.trainer.epochs, other.cfg.resume = 7, True
     other.restore(saved, tmp_path / "b")
     assert "differs from the checkpoint's in ['trainer.epochs']" in caplog.text
+
+
+def test_resume_without_the_best_checkpoint_warns(tiny_bert_dir, tmp_path, caplog):
+    checkpointer = _checkpointer(tiny_bert_dir, tmp_path / "checkpoints", keep=5)
+    checkpointer.save(TrainerState(step=1, best_f1=0.25, best_step=1))
+    latest = checkpointer.save(TrainerState(step=2, best_f1=0.25, best_step=1))
+    shutil.rmtree(tmp_path / "checkpoints" / "step-00000001")  # e.g. only the latest one was copied
+    checkpointer.restore(latest, tmp_path / "new")
+    assert "step-00000001 is gone: the run directory gets a model only when dev F1 beats 0.2500" in caplog.text
+    assert not (tmp_path / "new" / "model.safetensors").exists()
