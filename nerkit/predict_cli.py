@@ -85,6 +85,13 @@ def parse_args(schema: type[T], argv: list[str], usage: str) -> T:
         raise SystemExit(f"bad argument: {err}\n\n{usage}") from None
 
 
+def setup_logging() -> None:
+    """nerkit's messages at INFO on stderr, other libraries' at WARNING."""
+    logging.basicConfig(format="%(levelname)s %(message)s")
+    for name in ("nerkit", "__main__"):  # a module run with -m logs as __main__
+        logging.getLogger(name).setLevel(logging.INFO)
+
+
 def load_predictor(run_dir: str | Path, backend: Backend = Backend.torch, device: str | None = None,
                    batch_size: int = 64) -> Predictor:
     if Backend(backend) is Backend.onnx:
@@ -175,7 +182,7 @@ def predict_file(predictor: Predictor, cfg: PredictConfig) -> PredictStats:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s", stream=sys.stderr)
+    setup_logging()
     cfg = parse_args(PredictConfig, sys.argv[1:] if argv is None else argv, __doc__)
     predictor = load_predictor(cfg.run_dir, cfg.backend, cfg.device, cfg.batch_size)
     stats = predict_file(predictor, cfg)
