@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
+import onnxruntime
 import torch
-from omegaconf import MISSING, OmegaConf
+from omegaconf import MISSING
 
 from nerkit.encoders.bert import BertEncoder
 from nerkit.model import WEIGHTS, NerModel
@@ -56,8 +57,6 @@ def example_inputs(model: NerModel) -> tuple[torch.Tensor, ...]:
 
 def export_onnx(run_dir: str | Path, output: str | Path | None = None, opset: int = 18, atol: float = 1e-4) -> Path:
     """Export ``run_dir``'s model to ONNX and check ONNX Runtime against PyTorch on a batch."""
-    import onnxruntime
-
     output = Path(output or Path(run_dir) / ONNX_FILE)
     model, _ = NerModel.load(run_dir, "cpu")
     if not isinstance(model.encoder, BertEncoder):
@@ -102,13 +101,14 @@ class OnnxPredictor(Predictor):
 
     @classmethod
     def from_run(cls, run_dir: str | Path, onnx_path: str | Path | None = None, batch_size: int = 64,
-                 providers: list[str] | None = None) -> "OnnxPredictor":
-        import onnxruntime
-
+                 providers: list[str] | None = None, threads: int | None = None) -> "OnnxPredictor":
+        """``threads``: ONNX Runtime's intra-op threads (default: one per physical core)."""
         onnx_path = Path(onnx_path or Path(run_dir) / ONNX_FILE)
         if not onnx_path.is_file():
             raise FileNotFoundError(f"{onnx_path} not found; create it with: python -m nerkit.export run_dir={run_dir}")
-        session = onnxruntime.InferenceSession(str(onnx_path), providers=providers or ["CPUExecutionProvider"])
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = threads or 0
+        session = onnxruntime.InferenceSession(str(onnx_path), options, providers=providers or ["CPUExecutionProvider"])
         exported_from = session.get_modelmeta().custom_metadata_map.get(WEIGHTS_HASH)
         if exported_from != weights_hash(run_dir):
             raise ValueError(f"{onnx_path} was not exported from the weights in {run_dir}; export it again")

@@ -11,7 +11,7 @@ JSON, no string "text") is reported with its line number and skipped; the others
 the exit status is 1 if any line was bad. Output is written to a temporary file renamed into
 place at the end, so a crash never leaves a partial file under the output name.
 
-Options: format=auto|text|jsonl backend=torch|onnx device=cpu|cuda batch_size=64
+Options: format=auto|text|jsonl backend=torch|onnx device=cpu|cuda batch_size=64 threads=N
 chunk_docs=1000 chunk_chars=1000000 progress=true
 """
 from __future__ import annotations
@@ -26,6 +26,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Iterator, Optional, TypeVar
 
+import torch
 from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from tqdm.auto import tqdm
@@ -56,6 +57,7 @@ class PredictConfig:
     backend: Backend = Backend.torch
     device: Optional[str] = None  # default: cuda if available (torch backend)
     batch_size: int = 64
+    threads: Optional[int] = None  # CPU threads for the model (default: the runtime's own choice)
     chunk_docs: int = 1000
     chunk_chars: int = 1_000_000
     progress: bool = True
@@ -93,11 +95,13 @@ def setup_logging() -> None:
 
 
 def load_predictor(run_dir: str | Path, backend: Backend = Backend.torch, device: str | None = None,
-                   batch_size: int = 64) -> Predictor:
+                   batch_size: int = 64, threads: int | None = None) -> Predictor:
     if Backend(backend) is Backend.onnx:
         from nerkit.export import OnnxPredictor
 
-        return OnnxPredictor.from_run(run_dir, batch_size=batch_size)
+        return OnnxPredictor.from_run(run_dir, batch_size=batch_size, threads=threads)
+    if threads:
+        torch.set_num_threads(threads)
     return Predictor.from_run(run_dir, device, batch_size)
 
 
@@ -148,7 +152,7 @@ def read_chunks(path: Path, cfg: PredictConfig, stats: PredictStats) -> Iterator
             chars += len(doc[1])
             if len(chunk) >= cfg.chunk_docs or chars >= cfg.chunk_chars:
                 yield chunk
-                progress.set_postfix(docs=stats.documents + len(chunk), bad=stats.bad_lines)
+                progress.set_postfix(docs=stats.documents, bad=stats.bad_lines)
                 chunk, chars = [], 0
     if chunk:
         yield chunk
@@ -184,7 +188,7 @@ def predict_file(predictor: Predictor, cfg: PredictConfig) -> PredictStats:
 def main(argv: list[str] | None = None) -> int:
     setup_logging()
     cfg = parse_args(PredictConfig, sys.argv[1:] if argv is None else argv, __doc__)
-    predictor = load_predictor(cfg.run_dir, cfg.backend, cfg.device, cfg.batch_size)
+    predictor = load_predictor(cfg.run_dir, cfg.backend, cfg.device, cfg.batch_size, cfg.threads)
     stats = predict_file(predictor, cfg)
     log.info("%s: %d documents, %d entities; %d bad lines skipped, %d blank lines",
              cfg.output, stats.documents, stats.entities, stats.bad_lines, stats.blank_lines)

@@ -9,7 +9,7 @@ fields are rejected). Limits: ``max_bytes`` per request body (413), ``max_docs``
 request and ``max_chars`` characters per text (422, naming the offending text). Requests are
 predicted one at a time (the model and tokenizer are shared), each as its own batch.
 
-Options: backend=torch|onnx device=cpu|cuda batch_size=64 max_docs=64 max_chars=100000
+Options: backend=torch|onnx device=cpu|cuda batch_size=64 threads=N max_docs=64 max_chars=100000
 max_bytes=4000000 log_level=info
 """
 # No `from __future__ import annotations`: FastAPI reads the request model from the annotations
@@ -19,8 +19,11 @@ import threading
 from dataclasses import asdict, dataclass
 from typing import Annotated, Optional
 
+import uvicorn
+from fastapi import FastAPI
 from omegaconf import MISSING
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model
+from starlette.responses import JSONResponse
 
 from nerkit.predict import Predictor
 from nerkit.predict_cli import Backend, load_predictor, parse_args
@@ -41,6 +44,7 @@ class ServeConfig(Limits):
     backend: Backend = Backend.torch
     device: Optional[str] = None
     batch_size: int = 64
+    threads: Optional[int] = None
     log_level: str = "info"
 
 
@@ -93,16 +97,13 @@ class BodySizeLimit:
         return await self.app(scope, replay, send)
 
     async def reject(self, scope, receive, send):
-        from starlette.responses import JSONResponse
-
         detail = f"request body is larger than the server's limit of {self.max_bytes} bytes (max_bytes)"
         await JSONResponse({"detail": detail}, status_code=413)(scope, receive, send)
 
 
-def create_app(predictor: Predictor, limits: Limits = Limits(), info: dict | None = None):
+def create_app(predictor: Predictor, limits: Limits | None = None, info: dict | None = None):
     """The FastAPI app around one loaded predictor."""
-    from fastapi import FastAPI
-
+    limits = limits or Limits()
     text = Annotated[str, StringConstraints(max_length=limits.max_chars)]
     request_model = create_model(
         "PredictRequest",
@@ -130,10 +131,8 @@ def create_app(predictor: Predictor, limits: Limits = Limits(), info: dict | Non
 
 
 def main(argv: list[str] | None = None) -> int:
-    import uvicorn
-
     cfg = parse_args(ServeConfig, sys.argv[1:] if argv is None else argv, __doc__)
-    predictor = load_predictor(cfg.run_dir, cfg.backend, cfg.device, cfg.batch_size)
+    predictor = load_predictor(cfg.run_dir, cfg.backend, cfg.device, cfg.batch_size, cfg.threads)
     limits = Limits(cfg.max_docs, cfg.max_chars, cfg.max_bytes)
     app = create_app(predictor, limits, {"backend": cfg.backend.value, "head": type(predictor.model.head).__name__})
     uvicorn.run(app, host=cfg.host, port=cfg.port, log_level=cfg.log_level)

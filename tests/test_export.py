@@ -51,7 +51,7 @@ def test_cli_onnx_backend_and_stale_exports(exported, tiny_bert_dir, tmp_path):
     for backend in ("torch", "onnx"):
         target = tmp_path / f"{backend}.jsonl"
         assert predict_main([f"run_dir={run_dir}", f"input={source}", f"output={target}", f"backend={backend}",
-                             "device=cpu", "progress=false"]) == 0
+                             "device=cpu", "threads=1", "progress=false"]) == 0
         outputs[backend] = [[(e["start"], e["end"], e["label"]) for e in json.loads(line)["entities"]]
                             for line in target.read_text().splitlines()]
     assert outputs["onnx"] == outputs["torch"]

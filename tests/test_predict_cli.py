@@ -105,7 +105,7 @@ def test_module_entry_point_reads_plain_text(tmp_path, run_dir, predictor):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
         [sys.executable, "-m", "nerkit.predict", f"run_dir={run_dir}", f"input={source}", f"output={target}",
-         "format=text", "device=cpu"],
+         "format=text", "device=cpu", "threads=1"],
         capture_output=True, text=True, env=env, timeout=300,
     )
     assert result.returncode == 1, result.stderr  # a bad line: output written, but the status says so
