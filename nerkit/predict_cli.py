@@ -110,7 +110,7 @@ def parse_line(raw: bytes, line_no: int, fmt: Format) -> tuple[str | int, str]:
     try:
         line = raw.decode("utf-8").rstrip("\r\n")
     except UnicodeDecodeError as err:
-        raise BadLine(f"not valid UTF-8 (byte {raw[err.start]:#04x} at column {err.start + 1})") from None
+        raise BadLine(f"not valid UTF-8 (byte {raw[err.start]:#04x}, the line's byte {err.start + 1})") from None
     if fmt is Format.text:
         return line_no, line
     try:

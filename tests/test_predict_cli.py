@@ -109,7 +109,7 @@ def test_module_entry_point_reads_plain_text(tmp_path, run_dir, predictor):
         capture_output=True, text=True, env=env, timeout=300,
     )
     assert result.returncode == 1, result.stderr  # a bad line: output written, but the status says so
-    assert f"{source}:2: not valid UTF-8 (byte 0xe9 at column 4)" in result.stderr
+    assert f"{source}:2: not valid UTF-8 (byte 0xe9, the line's byte 4)" in result.stderr
     assert "3 documents" in result.stderr and "1 bad lines skipped" in result.stderr
     records = read_jsonl(target)
     assert [r["id"] for r in records] == [1, 3, 4]
