@@ -77,6 +77,9 @@ class BadLine(ValueError):
 
 def parse_args(schema: type[T], argv: list[str], usage: str) -> T:
     """``key=value`` arguments checked against a dataclass (types, unknown and missing keys)."""
+    if {"-h", "--help"} & set(argv):
+        print(usage)
+        raise SystemExit(0)
     try:
         cfg = OmegaConf.merge(OmegaConf.structured(schema), OmegaConf.from_cli(argv))
         missing = sorted(OmegaConf.missing_keys(cfg))

@@ -151,7 +151,10 @@ def test_a_crash_leaves_no_partial_output(tmp_path, predictor):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.txt", "out.jsonl"]
 
 
-def test_argument_errors_are_explained(tmp_path, run_dir):
+def test_argument_errors_are_explained(tmp_path, run_dir, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0 and "python -m nerkit.predict run_dir=DIR" in capsys.readouterr().out
     with pytest.raises(SystemExit, match=r"missing required argument\(s\): input=\.\.\., output=\.\.\."):
         main([f"run_dir={run_dir}"])
     with pytest.raises(SystemExit, match="bad argument: .*formt"):
