@@ -53,6 +53,11 @@ class Predictor:
             results.append(entities)
         return results
 
+    def scores(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, word_index: torch.Tensor,
+               word_mask: torch.Tensor) -> torch.Tensor:
+        """Window scores for one padded batch; another runtime (ONNX) overrides this."""
+        return self.model(input_ids, attention_mask, word_index, word_mask)
+
     @torch.inference_mode()
     def predict_encoded(self, encodings: Sequence[EncodedText]) -> list[list[ScoredSpan]]:
         """Word-level spans for already encoded texts (evaluation reuses the encodings)."""
@@ -77,7 +82,7 @@ class Predictor:
                 word_index[row, : len(index)] = torch.tensor(index)
                 word_mask[row, : len(index)] = True
             tensors = [t.to(self.device) for t in (input_ids, attention_mask, word_index, word_mask)]
-            scores = self.model(*tensors)
+            scores = self.scores(*tensors)
             for j, out in zip(batch, self.model.head.window_outputs(scores, tensors[3])):
                 outputs[j] = out
         per_doc: list[list] = [[] for _ in encodings]
@@ -91,3 +96,9 @@ class Predictor:
         for d, spans in zip(nonempty, decoded):
             results[d] = spans
         return results
+
+
+if __name__ == "__main__":
+    from nerkit.predict_cli import main
+
+    raise SystemExit(main())
