@@ -11,9 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import BertConfig
+from transformers import BertConfig, get_linear_schedule_with_warmup
 
-from tests.conftest import TOY_SENTENCES, write_conll
+from nerkit.checkpoint import Checkpointer, TrainerState
+from nerkit.model import NerModel
+from tests.conftest import TOY_SENTENCES, make_cfg, write_conll
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -83,3 +85,21 @@ def test_two_processes_train_the_same_model_as_one_on_the_same_global_batch(bert
         for key in a:
             torch.testing.assert_close(b[key], a[key], rtol=0, atol=1e-5, msg=f"{name}: {key}")
     assert sorted(p.name for p in (two / "checkpoints").iterdir()) == sorted(p.name for p in (one / "checkpoints").iterdir())
+
+
+def test_on_resume_the_other_processes_load_the_checkpoint_without_writing_the_run_directory(tiny_bert_dir, tmp_path):
+    def checkpointer(seed: int) -> Checkpointer:
+        torch.manual_seed(seed)
+        model = NerModel.from_config(cfg, ["LOC", "ORG", "PER"])
+        optimizer = torch.optim.AdamW(model.param_groups(1e-3, 0.01))
+        scheduler = get_linear_schedule_with_warmup(optimizer, 1, 10)
+        return Checkpointer(run / "checkpoints", model, cfg, optimizer, scheduler, keep=2)
+
+    cfg, run = make_cfg([f"encoder.pretrained={tiny_bert_dir}"]), tmp_path / "run"
+    saved = checkpointer(0).save(TrainerState(epoch=1, step=4, best_f1=0.5, best_step=4))
+    rank1 = checkpointer(1)  # other head weights than rank 0's
+    assert rank1.restore(saved, None) == TrainerState(epoch=1, step=4, best_f1=0.5, best_step=4)
+    assert not (run / "model.safetensors").exists()  # rank 0 exports the best model, nobody else
+    assert load_file(saved / "model.safetensors").keys() == rank1.model.state_dict().keys()
+    for key, value in load_file(saved / "model.safetensors").items():
+        assert torch.equal(rank1.model.state_dict()[key], value), key
