@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Sequence
 
 import torch
@@ -20,6 +21,10 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 log = logging.getLogger(__name__)
+
+# The others wait in their next gradient average while rank 0 evaluates and saves: allow that
+# 30 minutes (gloo's default, and HF Trainer's), not NCCL's 10.
+WAIT_FOR_RANK_0 = timedelta(minutes=30)
 
 
 @dataclass(frozen=True)
@@ -41,9 +46,9 @@ class Processes:
         if device.type == "cuda":
             device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
             torch.cuda.set_device(device)
-            dist.init_process_group("nccl", device_id=device)
+            dist.init_process_group("nccl", device_id=device, timeout=WAIT_FOR_RANK_0)
         else:
-            dist.init_process_group("gloo")
+            dist.init_process_group("gloo", timeout=WAIT_FOR_RANK_0)
         processes = cls(dist.get_rank(), world_size)
         if not processes.is_main:  # one copy of the progress and log lines is enough
             logging.getLogger().setLevel(logging.WARNING)
