@@ -20,6 +20,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import DictConfig, open_dict
 
+from nerkit.classification import Classifier
 from nerkit.config import register_resolvers
 from nerkit.data.encoding import char_to_word_spans, AlignmentStats, TextEncoder
 from nerkit.train import train
@@ -96,6 +97,46 @@ def conll(args) -> None:
         save(f"conll2003_docs/{mode}", metrics)
 
 
+def memoize_features() -> None:
+    """With a frozen encoder, [CLS] features depend only on the inputs: the pooling variants of one
+    strategy reuse them instead of running the encoder again (only valid for frozen runs)."""
+    original, cache = Classifier.features, {}
+
+    def features(self, texts, what="prediction"):
+        inputs = self.inputs
+        key = (inputs.strategy, inputs.text_encoder.capacity, inputs.text_encoder.stride, inputs.head_tokens, tuple(texts))
+        if key not in cache:
+            cache[key] = original(self, texts, what)
+        return cache[key]
+
+    Classifier.features = features
+
+
+def hyperpartisan(args) -> None:
+    if not args.hp_fine_tune:
+        memoize_features()
+
+    def tweak(cfg):
+        subsample(cfg, "train", args.hp_train_docs)
+        subsample(cfg, "test", args.hp_test_docs)
+
+    for name in args.hp_strategies:
+        strategy, _, pooling = name.partition("-")
+        length = args.hp_window_length if strategy == "windows" else args.hp_max_length
+        overrides = ["task=classify", "data=hyperpartisan", f"task.strategy={strategy}", f"task.pooling={pooling or 'mean'}",
+                     f"max_length={length}", f"stride={args.stride}", f"trainer.epochs={args.hp_epochs}",
+                     f"trainer.batch_size={args.hp_batch_size}", f"trainer.lr={args.hp_lr}", "trainer.device=cpu",
+                     f"task.freeze_encoder={not args.hp_fine_tune}"]
+        metrics = run(name, overrides, args, tweak)
+        tail = length - 2 - 128
+        metrics["strategy_note"] = {
+            "head": f"first {length - 2} tokens (word boundary)",
+            "head_tail": f"first 128 + last {tail} tokens",
+            "windows": f"windows of {length} overlapping by {args.stride}, {pooling} pooling",
+        }[strategy] + ("; fine-tuned" if args.hp_fine_tune else "; frozen encoder")
+        save(f"hyperpartisan/{name}", metrics)
+
+
 def table() -> str:
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     rows = ["| run | dev | test | train windows/docs | wall s | notes |", "|---|---|---|---|---|---|"]
@@ -107,8 +148,8 @@ def table() -> str:
             rows.append(f"| {key} | F1 {m['best_dev_f1']:.4f} | F1 {m['test']['f1']:.4f} | {m['train_windows']} | "
                         f"{m['wall_seconds']} | {note} |")
         else:
-            rows.append(f"| {key} | acc {m['best_dev_accuracy']:.4f} | acc {m['test']['accuracy']:.4f} | "
-                        f"{m['train_inputs']} | {m['wall_seconds']} | {m['strategy_note']} |")
+            rows.append(f"| {key} | acc {m['best_dev_accuracy']:.4f} | acc {m['test']['accuracy']:.4f} "
+                        f"(n={m['test']['documents']}) | {m['train_inputs']} | {m['wall_seconds']} | {m['strategy_note']} |")
     return "\n".join(rows)
 
 
@@ -123,10 +164,23 @@ def main() -> None:
     parser.add_argument("--conll-dev-docs", type=int, default=None, help="random subset of dev and test")
     parser.add_argument("--conll-epochs", type=int, default=1)
     parser.add_argument("--conll-lr", type=float, default=1e-4)
+    parser.add_argument("--hp-strategies", nargs="+", default=["head", "head_tail", "windows-mean", "windows-max",
+                                                               "windows-attention"])
+    parser.add_argument("--hp-max-length", type=int, default=512, help="window of head and head_tail")
+    parser.add_argument("--hp-window-length", type=int, default=256, help="window of the sliding-window strategies")
+    parser.add_argument("--hp-fine-tune", action="store_true",
+                        help="fine-tune the encoder (default: frozen encoder, [CLS] features computed once)")
+    parser.add_argument("--hp-train-docs", type=int, default=300, help="random subset of the 581 train documents")
+    parser.add_argument("--hp-test-docs", type=int, default=300, help="random subset of the 628 test documents")
+    parser.add_argument("--hp-epochs", type=int, default=30)
+    parser.add_argument("--hp-batch-size", type=int, default=16)
+    parser.add_argument("--hp-lr", type=float, default=1e-3)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if args.part in ("conll", "all"):
         conll(args)
+    if args.part in ("hyperpartisan", "all"):
+        hyperpartisan(args)
     print(table())
 
 

@@ -94,7 +94,10 @@ class DocClassifier(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, counts: Sequence[int]) -> torch.Tensor:
         """Inputs of several documents (``counts[d]`` consecutive rows each) -> logits [documents, labels]."""
-        cls_vectors = self.encoder(input_ids, attention_mask)[:, 0]
+        return self.classify(self.encoder(input_ids, attention_mask)[:, 0], counts)
+
+    def classify(self, cls_vectors: torch.Tensor, counts: Sequence[int]) -> torch.Tensor:
+        """[CLS] vectors of the inputs -> pooled per document -> logits [documents, labels]."""
         pooled = []
         for rows in cls_vectors.split(list(counts)):
             if self.pooling == "mean":
@@ -145,26 +148,44 @@ class Classifier:
         model, cfg = DocClassifier.load(run_dir, device)
         return cls(model, cfg, batch_size, device)
 
-    @torch.inference_mode()
-    def predict(self, texts: Sequence[str]) -> list[tuple[str, float]]:
+    @torch.no_grad()
+    def features(self, texts: Sequence[str], what: str = "prediction") -> list[torch.Tensor]:
+        """Per text, the [CLS] vectors of its encoder inputs [inputs, hidden] (no gradient)."""
         if isinstance(texts, str):
-            raise TypeError("predict takes a list of texts; wrap a single text in a list")
+            raise TypeError("pass a list of texts; wrap a single text in a list")
         docs_inputs = self.inputs(texts)
-        self.inputs.report("prediction")
-        order = sorted(range(len(texts)), key=lambda d: sum(map(len, docs_inputs[d])))
-        out: list = [None] * len(texts)
+        self.inputs.report(what)
+        order = sorted(range(len(docs_inputs)), key=lambda d: sum(map(len, docs_inputs[d])))
+        out: list = [None] * len(docs_inputs)
         pad_id = self.model.encoder.tokenizer.pad_token_id
+        was_training = self.model.training
+        self.model.eval()
         for b in range(0, len(order), self.batch_size):
             batch = order[b : b + self.batch_size]
-            probs = self.model(*batch_tensors([docs_inputs[d] for d in batch], pad_id, self.device)).float().softmax(-1)
-            for d, row in zip(batch, probs):
-                out[d] = (self.model.labels[int(row.argmax())], float(row.max()))
+            ids, mask, counts = batch_tensors([docs_inputs[d] for d in batch], pad_id, self.device)
+            for d, rows in zip(batch, self.model.encoder(ids, mask)[:, 0].split(counts)):
+                out[d] = rows
+        self.model.train(was_training)
         return out
 
+    @torch.no_grad()
+    def predict_features(self, features: Sequence[torch.Tensor]) -> list[tuple[str, float]]:
+        was_training = self.model.training
+        self.model.eval()
+        out = []
+        for b in range(0, len(features), self.batch_size):
+            batch = features[b : b + self.batch_size]
+            probs = self.model.classify(torch.cat(list(batch)), [len(f) for f in batch]).float().softmax(-1)
+            out += [(self.model.labels[int(row.argmax())], float(row.max())) for row in probs]
+        self.model.train(was_training)
+        return out
 
-def accuracy(classifier: Classifier, documents: Sequence[Document]) -> dict:
-    predicted = classifier.predict([d.text for d in documents])
-    labels = classifier.model.labels
+    def predict(self, texts: Sequence[str]) -> list[tuple[str, float]]:
+        """Texts -> (label, probability) each."""
+        return self.predict_features(self.features(texts))
+
+
+def accuracy(predicted: Sequence[tuple[str, float]], documents: Sequence[Document], labels: Sequence[str]) -> dict:
     per_label = {}
     for label in labels:
         tp = sum(p == label == d.label for (p, _), d in zip(predicted, documents))
@@ -198,18 +219,25 @@ def train_classifier(cfg: DictConfig, output_dir: Path) -> float:
 
     model = DocClassifier.from_config(cfg, labels).to(device)
     classifier = Classifier(model, cfg, cfg.trainer.eval_batch_size, device)
-    inputs = classifier.inputs(d.text for d in train_docs)
-    classifier.inputs.report("train")
-    lengths = [sum(map(len, doc_inputs)) for doc_inputs in inputs]
-    log.info("%d training documents -> %d encoder inputs (strategy %s); labels %s",
-             len(train_docs), sum(map(len, inputs)), cfg.task.strategy, labels)
+    frozen = cfg.task.get("freeze_encoder", False)
+    if frozen:  # the encoder's [CLS] vectors never change: compute them once
+        model.encoder.requires_grad_(False)
+        features = classifier.features([d.text for d in train_docs], "train")
+        dev_features = classifier.features([d.text for d in splits["dev"]], "dev") if "dev" in splits else None
+        counts = lengths = [len(f) for f in features]
+    else:
+        inputs = classifier.inputs([d.text for d in train_docs])
+        classifier.inputs.report("train")
+        counts = [len(doc_inputs) for doc_inputs in inputs]
+        lengths = [sum(map(len, doc_inputs)) for doc_inputs in inputs]
+    log.info("%d training documents -> %d encoder inputs (strategy %s%s); labels %s",
+             len(train_docs), sum(counts), cfg.task.strategy, ", frozen encoder" if frozen else "", labels)
 
     steps_per_epoch = math.ceil(len(train_docs) / cfg.trainer.batch_size)
     total_steps = cfg.trainer.max_steps or steps_per_epoch * cfg.trainer.epochs
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.trainer.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=cfg.trainer.lr)
+    trained = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW([{"params": [p for p in trained if p.ndim >= 2], "weight_decay": cfg.trainer.weight_decay},
+                                   {"params": [p for p in trained if p.ndim < 2], "weight_decay": 0.0}], lr=cfg.trainer.lr)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.trainer.warmup_ratio * total_steps), total_steps)
     pad_id = model.encoder.tokenizer.pad_token_id
 
@@ -221,7 +249,10 @@ def train_classifier(cfg: DictConfig, output_dir: Path) -> float:
         for batch in length_grouped_batches(lengths, cfg.trainer.batch_size, cfg.seed + epoch):
             if step == total_steps:
                 break
-            logits = model(*batch_tensors([inputs[d] for d in batch], pad_id, device))
+            if frozen:
+                logits = model.classify(torch.cat([features[d] for d in batch]), [counts[d] for d in batch])
+            else:
+                logits = model(*batch_tensors([inputs[d] for d in batch], pad_id, device))
             targets = torch.tensor([label_ids[train_docs[d].label] for d in batch], device=device)
             loss = nn.functional.cross_entropy(logits.float(), targets)
             if not torch.isfinite(loss):
@@ -234,7 +265,11 @@ def train_classifier(cfg: DictConfig, output_dir: Path) -> float:
             step += 1
             progress.update()
             progress.set_postfix(epoch=epoch, loss=f"{loss.item():.4f}")
-        metrics = accuracy(classifier, splits["dev"]) if "dev" in splits else {"accuracy": float("nan")}
+        if "dev" in splits:
+            dev = classifier.predict_features(dev_features) if frozen else classifier.predict([d.text for d in splits["dev"]])
+            metrics = accuracy(dev, splits["dev"], labels)
+        else:
+            metrics = {"accuracy": float("nan")}
         history.append({"epoch": epoch, "step": step, "dev": metrics})
         log.info("epoch %d: dev accuracy %.4f", epoch, metrics["accuracy"])
         if "dev" not in splits or metrics["accuracy"] > best:
@@ -243,9 +278,11 @@ def train_classifier(cfg: DictConfig, output_dir: Path) -> float:
     progress.close()
 
     results = {"best_dev_accuracy": best, "history": history, "train_seconds": time.perf_counter() - started,
-               "train_inputs": sum(map(len, inputs)), "parameters": sum(p.numel() for p in model.parameters())}
+               "train_inputs": sum(counts), "parameters": sum(p.numel() for p in model.parameters()),
+               "trained_parameters": sum(p.numel() for p in trained)}
     if "test" in splits:
-        results["test"] = accuracy(Classifier.from_run(output_dir, str(device), cfg.trainer.eval_batch_size), splits["test"])
+        best_model = Classifier.from_run(output_dir, str(device), cfg.trainer.eval_batch_size)
+        results["test"] = accuracy(best_model.predict([d.text for d in splits["test"]]), splits["test"], labels)
         log.info("test accuracy %.4f", results["test"]["accuracy"])
     (output_dir / "metrics.json").write_text(json.dumps(results, indent=1))
     return best

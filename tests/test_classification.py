@@ -118,12 +118,14 @@ def test_pooling_is_per_document(tiny_bert_dir, tokenizer, pooling):
     torch.testing.assert_close(model(*batch_tensors([[head]], pad, torch.device("cpu")))[0], alone[1])
 
 
-def test_train_classifier_saves_a_loadable_run(tiny_bert_dir, tmp_path):
+@pytest.mark.parametrize("frozen", [False, True])
+def test_train_classifier_saves_a_loadable_run(tiny_bert_dir, tmp_path, frozen):
     data = tmp_path / "d.jsonl"
     rows = [{"text": ("good news " if i % 2 else "bad news ") * (5 + i), "label": "pos" if i % 2 else "neg"} for i in range(12)]
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     cfg = make_cfg(["task=classify", "task.pooling=attention", f"encoder.pretrained={tiny_bert_dir}", "max_length=16",
-                    "stride=4", "trainer.epochs=2", "trainer.batch_size=4", "trainer.device=cpu"])
+                    "stride=4", "trainer.epochs=2", "trainer.batch_size=4", "trainer.device=cpu",
+                    f"task.freeze_encoder={frozen}", "trainer.lr=1e-3"])
     reader = {"_target_": "nerkit.data.readers.read_jsonl_labels", "path": str(data)}
     with open_dict(cfg):
         cfg.data = {"train": reader, "dev": reader, "test": reader}
@@ -136,3 +138,7 @@ def test_train_classifier_saves_a_loadable_run(tiny_bert_dir, tmp_path):
     accuracy = sum(p == r["label"] for (p, _), r in zip(predicted, rows)) / len(rows)
     assert metrics["test"]["accuracy"] == pytest.approx(accuracy)
     assert all(label in ("neg", "pos") and 0.5 <= prob <= 1 for label, prob in predicted)
+    pretrained = BertEncoder(str(tiny_bert_dir)).model.embeddings.word_embeddings.weight
+    trained = loaded.model.encoder.model.embeddings.word_embeddings.weight
+    assert torch.equal(pretrained, trained) == frozen
+    assert (metrics["trained_parameters"] < metrics["parameters"]) == frozen
