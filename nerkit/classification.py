@@ -55,12 +55,13 @@ class DocumentInputs:
         enc, out = self.text_encoder, []
         for encoded in enc.encode(texts):
             ids, capacity = encoded.token_ids, enc.capacity
+            empty = enc.prefix_ids + enc.suffix_ids  # a text without tokens still gets its [CLS]
             if self.strategy == "windows":
-                out.append([enc.window_input(encoded, win)[0] for win in encoded.windows])
+                out.append([enc.window_input(encoded, win)[0] for win in encoded.windows] or [empty])
                 continue
             if self.strategy == "head":
-                kept = enc.window_input(encoded, encoded.windows[0])[0] if encoded.windows else enc.prefix_ids + enc.suffix_ids
-                content = len(kept) - len(enc.prefix_ids) - len(enc.suffix_ids)
+                kept = enc.window_input(encoded, encoded.windows[0])[0] if encoded.windows else empty
+                content = len(kept) - len(empty)
             else:
                 tail = capacity - self.head_tokens
                 content = ids if len(ids) <= capacity else ids[: self.head_tokens] + (ids[-tail:] if tail else [])

@@ -95,6 +95,8 @@ def test_strategies_truncate_explicitly(tokenizer, caplog):
     assert len(windows) > 1 and all(len(w) <= 64 for w in windows)
     covered = {tok for w in windows for tok in w[1:-1]}
     assert covered == set(ids)  # nothing dropped
+    for strategy in ("head", "head_tail", "windows"):  # no tokens at all: [CLS] [SEP] alone
+        assert DocumentInputs(enc, strategy, head_tokens=20)(["\u200b"]) == [[[cls_id, sep_id]]]
     with pytest.raises(ValueError, match="head_tokens"):
         DocumentInputs(enc, "head_tail", head_tokens=63)
 
