@@ -144,3 +144,14 @@ def test_train_classifier_saves_a_loadable_run(tiny_bert_dir, tmp_path, frozen):
     trained = loaded.model.encoder.model.embeddings.word_embeddings.weight
     assert torch.equal(pretrained, trained) == frozen
     assert (metrics["trained_parameters"] < metrics["parameters"]) == frozen
+
+
+def test_hyperpartisan_config_holds_out_a_seeded_dev_split():
+    from hydra.utils import instantiate
+
+    cfg = make_cfg(["task=classify", "data=hyperpartisan"])
+    train_docs, dev_docs, test_docs = (instantiate(cfg.data[split]) for split in ("train", "dev", "test"))
+    assert (len(train_docs), len(dev_docs), len(test_docs)) == (581, 64, 628)
+    assert not {d.id for d in train_docs} & {d.id for d in dev_docs}
+    assert {d.label for d in test_docs} == {"true", "false"}
+    assert all("<p>" not in d.text and "</a>" not in d.text for d in train_docs)

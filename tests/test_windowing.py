@@ -305,3 +305,16 @@ def test_global_pointer_keeps_each_span_once_from_its_most_central_window():
     spans_w1 = [(1, 3, "PER", 0.8), (3, 5, "PER", 0.5), (9, 10, "LOC", 0.4)]  # absolute (6,8), (8,10), (14,15)
     [kept] = head.decode_documents([(windows, [spans_w0, spans_w1], 15)])
     assert kept == [(6, 8, "LOC", 0.6), (6, 8, "PER", 0.9), (8, 10, "PER", 0.5), (14, 15, "LOC", 0.4)]
+
+
+def test_conll_document_level_config_reads_whole_documents():
+    from hydra.utils import instantiate
+
+    from conftest import make_cfg
+
+    cfg = make_cfg(["data=conll2003_docs"])
+    docs = instantiate(cfg.data.train)
+    assert len(docs) == 946
+    assert all(not d.text.startswith("-DOCSTART-") for d in docs)
+    assert sum(len(d.spans) for d in docs) == 23499  # every sentence-level entity, with document offsets
+    assert all(d.text[s:e] == d.text[s:e].strip() and "\n" not in d.text[s:e] for d in docs for s, e, _ in d.spans)
