@@ -58,8 +58,11 @@ class TextEncoder:
         check_window_size(self.capacity, stride)
 
     def encode(self, texts: Sequence[str]) -> list[EncodedText]:
+        # verbose=False: texts longer than the model are expected here (they get windows), so
+        # the tokenizer's "sequence too long" warning would be a false alarm.
         batch = self.tokenizer(
-            list(texts), add_special_tokens=False, return_offsets_mapping=True, return_attention_mask=False
+            list(texts), add_special_tokens=False, return_offsets_mapping=True, return_attention_mask=False,
+            verbose=False,
         )
         out = []
         for i, token_ids in enumerate(batch["input_ids"]):
