@@ -9,6 +9,7 @@ in parallel with OMP_NUM_THREADS=1), and the whole table is printed as Markdown 
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import logging
 import tempfile
@@ -74,10 +75,13 @@ def run(name: str, overrides: list[str], args, tweak=None) -> dict:
 
 
 def save(key: str, value: dict) -> None:
-    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    results[key] = value
+    """Merge one run into the results file (locked: parts may run in parallel)."""
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=1))
+    with open(Path(tempfile.gettempdir()) / "nerkit-longtext-results.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+        results[key] = value
+        RESULTS.write_text(json.dumps(results, indent=1))
 
 
 def conll(args) -> None:
@@ -89,12 +93,14 @@ def conll(args) -> None:
         subsample(cfg, "dev", args.conll_dev_docs)
         subsample(cfg, "test", args.conll_dev_docs)
 
+    if args.conll_max_steps:
+        base.append(f"trainer.max_steps={args.conll_max_steps}")
     for mode in args.conll_modes:
         metrics = run(f"conll-{mode}", base + [f"truncate={mode == 'truncate'}"], args, tweak)
         probe = config(base)
         tweak(probe)
         metrics["dev_coverage"] = beyond_first_window(probe, "dev")
-        save(f"conll2003_docs/{mode}", metrics)
+        save(f"conll2003_docs/{mode}" + (f"-{args.conll_max_steps}steps" if args.conll_max_steps else ""), metrics)
 
 
 def memoize_features() -> None:
@@ -164,6 +170,8 @@ def main() -> None:
     parser.add_argument("--conll-dev-docs", type=int, default=None, help="random subset of dev and test")
     parser.add_argument("--conll-epochs", type=int, default=1)
     parser.add_argument("--conll-lr", type=float, default=1e-4)
+    parser.add_argument("--conll-max-steps", type=int, default=None,
+                        help="fixed number of optimizer steps (e.g. truncation trained as long as windows)")
     parser.add_argument("--hp-strategies", nargs="+", default=["head", "head_tail", "windows-mean", "windows-max",
                                                                "windows-attention"])
     parser.add_argument("--hp-max-length", type=int, default=512, help="window of head and head_tail")
