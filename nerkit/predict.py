@@ -27,18 +27,18 @@ class Entity:
 
 class Predictor:
     def __init__(self, model: NerModel, max_length: int = 128, stride: int = 32, batch_size: int = 64,
-                 device: str | torch.device = "cpu"):
+                 device: str | torch.device = "cpu", truncate: bool = False):
         self.model = model.to(device).eval()
         self.device = torch.device(device)
         self.batch_size = batch_size
-        self.text_encoder = TextEncoder(model.encoder.tokenizer, max_length, stride)
+        self.text_encoder = TextEncoder(model.encoder.tokenizer, max_length, stride, truncate)
 
     @classmethod
     def from_run(cls, run_dir: str | Path, device: str | None = None, batch_size: int = 64) -> "Predictor":
         """Load a trained run directory (weights, config, labels, tokenizer; no pickle)."""
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         model, cfg = NerModel.load(run_dir, device)
-        return cls(model, cfg.max_length, cfg.stride, batch_size, device)
+        return cls(model, cfg.max_length, cfg.stride, batch_size, device, cfg.get("truncate", False))
 
     def predict(self, texts: Sequence[str]) -> list[list[Entity]]:
         if isinstance(texts, str):
@@ -89,8 +89,9 @@ class Predictor:
         for (d, _), out in zip(jobs, outputs):
             per_doc[d].append(out)
         nonempty = [d for d, enc in enumerate(encodings) if enc.windows]
+        # Decode the words the windows cover: all of them, unless the encoder truncates.
         decoded = self.model.head.decode_documents(
-            [(encodings[d].windows, per_doc[d], encodings[d].n_words) for d in nonempty]
+            [(encodings[d].windows, per_doc[d], encodings[d].windows[-1].word_end) for d in nonempty]
         )
         results: list[list[ScoredSpan]] = [[] for _ in encodings]
         for d, spans in zip(nonempty, decoded):

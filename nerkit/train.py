@@ -62,6 +62,10 @@ def pick_device(name: str) -> torch.device:
 def train(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
     """Train, evaluate and save a model as ``cfg`` says; returns the best dev F1."""
     output_dir = Path(output_dir or HydraConfig.get().runtime.output_dir)
+    if cfg.task.name == "classify":
+        from nerkit.classification import train_classifier  # lazy: it imports helpers from here
+
+        return train_classifier(cfg, output_dir)
     seed_everything(cfg.seed)
     device = pick_device(cfg.trainer.device)
     processes, device = Processes.start(device)  # one of several under torchrun / accelerate launch
@@ -70,7 +74,7 @@ def train(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
     train_docs = splits.pop("train")
     entity_types = entity_types_of(train_docs, splits)
     model = NerModel.from_config(cfg, entity_types, train_texts=[d.text for d in train_docs]).to(device)
-    predictor = Predictor(model, cfg.max_length, cfg.stride, cfg.trainer.eval_batch_size, device)
+    predictor = Predictor(model, cfg.max_length, cfg.stride, cfg.trainer.eval_batch_size, device, cfg.get("truncate", False))
     windows = window_dataset(train_docs, predictor.text_encoder, entity_types, model.head.supports_nested).to_list()
     lengths = [len(w["input_ids"]) for w in windows]
     log.info("%d training documents -> %d windows; entity types: %s", len(train_docs), len(windows), entity_types)

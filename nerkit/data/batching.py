@@ -34,7 +34,7 @@ def window_dataset(
     and appears whole in the neighbouring window thanks to the overlap)."""
     label_ids = {label: i for i, label in enumerate(entity_types)}
     stats = AlignmentStats()
-    counts = {"overlapping entities dropped (flat head)": 0, "entities cut by every window": 0}
+    counts = {"overlapping entities dropped (flat head)": 0, "entities not whole in any window (cut by window edges or truncated)": 0}
 
     def to_windows(batch: dict) -> dict:
         rows: dict[str, list] = {"input_ids": [], "word_index": [], "spans": []}
@@ -56,7 +56,7 @@ def window_dataset(
                 rows["input_ids"].append(input_ids)
                 rows["word_index"].append(word_index)
                 rows["spans"].append(inside)
-            counts["entities cut by every window"] += len(set(word_spans) - whole)
+            counts["entities not whole in any window (cut by window edges or truncated)"] += len(set(word_spans) - whole)
         return rows
 
     data = Dataset.from_dict({

@@ -44,9 +44,13 @@ _CONTROLS_TO_SPACE = {c: " " for c in [*range(0x00, 0x20), *range(0x7F, 0xA0)] i
 
 
 class TextEncoder:
-    """Tokenizes texts and cuts them into model inputs of at most ``max_length`` tokens."""
+    """Tokenizes texts and cuts them into model inputs of at most ``max_length`` tokens.
 
-    def __init__(self, tokenizer: PreTrainedTokenizerBase, max_length: int, stride: int):
+    ``truncate=True`` keeps only each text's first window (a baseline for comparing against
+    sliding windows): words after it are still encoded, so gold entities there count as missed.
+    """
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, max_length: int, stride: int, truncate: bool = False):
         self.tokenizer = tokenizer
         # The tokenizer's own template tells which special tokens wrap a sequence.
         probe = tokenizer("a", add_special_tokens=False)["input_ids"]
@@ -55,12 +59,15 @@ class TextEncoder:
         self.prefix_ids, self.suffix_ids = wrapped[:at], wrapped[at + len(probe) :]
         self.capacity = max_length - len(self.prefix_ids) - len(self.suffix_ids)
         self.stride = stride
+        self.truncate = truncate
         check_window_size(self.capacity, stride)
 
     def encode(self, texts: Sequence[str]) -> list[EncodedText]:
+        # verbose=False: texts longer than the model are expected here (they get windows), so
+        # the tokenizer's "sequence too long" warning would be a false alarm.
         batch = self.tokenizer(
             [text.translate(_CONTROLS_TO_SPACE) for text in texts],
-            add_special_tokens=False, return_offsets_mapping=True, return_attention_mask=False,
+            add_special_tokens=False, return_offsets_mapping=True, return_attention_mask=False, verbose=False,
         )
         out = []
         for i, token_ids in enumerate(batch["input_ids"]):
@@ -76,6 +83,8 @@ class TextEncoder:
                 else:
                     char_ends[-1] = offsets[t][1]
             windows = plan_windows(token_starts, len(token_ids), self.capacity, self.stride)
+            if self.truncate:
+                windows = windows[:1]
             out.append(EncodedText(token_ids, token_starts, char_starts, char_ends, windows))
         return out
 

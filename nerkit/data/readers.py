@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 from dataclasses import dataclass, field
 from pathlib import Path
+from xml.etree import ElementTree
 
 from nerkit.data.schemes import Span, TagError, get_scheme
 
@@ -215,3 +217,77 @@ def _checked_span(path, line, text, start, end, label, surface) -> Span:
     if surface is not None and text[start:end] != surface:
         raise DataError(path, line, f"span [{start}, {end}) of {label!r} reads {text[start:end]!r}, not {surface!r}")
     return Span(start, end, label)
+
+
+def split_documents(documents: list[Document], held_out: float | int, seed: int, part: str) -> list[Document]:
+    """One part of a seeded random split: ``part="held_out"`` gives ``held_out`` documents (a
+    fraction if below 1, else a count), ``part="rest"`` the others; both keep the original order.
+    Use it to carve a dev set out of a train file, or to subsample for quick experiments."""
+    if part not in ("held_out", "rest"):
+        raise ValueError(f"part must be 'held_out' or 'rest', got {part!r}")
+    n = round(held_out * len(documents)) if held_out < 1 else int(held_out)
+    if not 0 < n < len(documents):
+        raise ValueError(f"cannot hold out {held_out} of {len(documents)} documents and keep both parts non-empty")
+    chosen = set(random.Random(seed).sample(range(len(documents)), n))
+    return [doc for i, doc in enumerate(documents) if (i in chosen) == (part == "held_out")]
+
+
+def _xml_root(path: str | Path) -> ElementTree.Element:
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, None, "file not found")
+    try:
+        return ElementTree.parse(path).getroot()
+    except ElementTree.ParseError as err:
+        raise DataError(path, err.position[0], f"invalid XML: {err}") from None
+
+
+def read_hyperpartisan(articles: str | Path, ground_truth: str | Path) -> list[Document]:
+    """SemEval-2019 Task 4 (Hyperpartisan News Detection) by-article XML and its ground truth.
+
+    Text is the title, a newline, then the body with its HTML tags stripped, one paragraph per
+    line; the label is the ``hyperpartisan`` attribute ("true" / "false") joined on ``id``.
+    """
+    labels = {}
+    for el in _xml_root(ground_truth).iter("article"):
+        if el.get("id") is None or el.get("hyperpartisan") not in ("true", "false"):
+            raise DataError(ground_truth, None, f"article {el.attrib} lacks an id or a true/false hyperpartisan value")
+        labels[el.get("id")] = el.get("hyperpartisan")
+    docs, stats = [], ReadStats()
+    for el in _xml_root(articles).iter("article"):
+        art_id = el.get("id")
+        if art_id not in labels:
+            raise DataError(articles, None, f"article id={art_id!r} has no entry in {ground_truth}")
+        # Paragraphs on their own lines; whitespace inside a paragraph collapsed.
+        blocks = [el.text or ""] + [text for child in el for text in ("".join(child.itertext()), child.tail or "")]
+        paragraphs = [" ".join(block.split()) for block in blocks]
+        body = "\n".join(p for p in paragraphs if p)
+        text = "\n".join(p for p in (" ".join((el.get("title") or "").split()), body) if p)
+        if not text:
+            stats.empty_documents += 1
+            continue
+        docs.append(Document(art_id, text, label=labels[art_id]))
+    if len(docs) + stats.empty_documents != len(labels):
+        log.warning("%s: %d ground-truth labels, %d articles", ground_truth, len(labels), len(docs) + stats.empty_documents)
+    stats.log(articles)
+    return docs
+
+
+def read_jsonl_labels(path: str | Path) -> list[Document]:
+    """Labelled documents as JSON Lines (or concatenated objects): ``{"text": ..., "label": ...}``
+    with an optional ``id``; the label may be a string, an integer or a boolean."""
+    docs, stats = [], ReadStats()
+    for line, obj in _iter_json_objects(path):
+        label = obj.get("label")
+        if isinstance(label, bool):
+            label = str(label).lower()
+        elif isinstance(label, int):
+            label = str(label)
+        if not isinstance(label, str) or not label:
+            raise DataError(path, line, f"expected a non-empty string, integer or boolean 'label', found {label!r}")
+        if not obj["text"].strip():
+            stats.empty_documents += 1
+            continue
+        docs.append(Document(str(obj.get("id", f"{Path(path).name}:{line}")), obj["text"], label=label))
+    stats.log(path)
+    return docs
