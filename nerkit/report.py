@@ -58,8 +58,11 @@ def _overrides(path: Path) -> dict[str, str]:
 def _failure(directory: Path) -> str | None:
     marker = directory / FAILED_MARKER
     if marker.exists():
-        lines = [line.strip() for line in marker.read_text(errors="replace").splitlines() if line.strip()]
-        return lines[-1][:200] if lines else "failed"
+        # A traceback's message is what follows its last (indented) frame line.
+        lines = marker.read_text(errors="replace").splitlines()
+        frames = [i for i, line in enumerate(lines) if line.startswith(" ")]
+        message = " ".join(line.strip() for line in lines[frames[-1] + 1 if frames else 0:] if line.strip())
+        return message[:200] or "failed"
     if not (directory / "metrics.json").exists():
         return "no metrics.json"
     return None

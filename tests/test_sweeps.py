@@ -71,7 +71,9 @@ def test_report_tables_every_job_with_per_type_metrics_and_a_plot(six_combinatio
 def test_report_shows_jobs_without_metrics_or_with_a_failed_marker_as_failed(six_combinations, tmp_path):
     sweep = shutil.copytree(six_combinations, tmp_path / "sweep")
     (sweep / "0" / "metrics.json").unlink()
-    (sweep / "1" / "FAILED").write_text("Traceback ...\nFloatingPointError: loss became nan at step 3\n")
+    (sweep / "1" / "FAILED").write_text('Traceback (most recent call last):\n  File "train.py", line 9, in train\n'
+                                        '    raise FloatingPointError(message)\n'
+                                        'FloatingPointError: loss became nan at step 3\n')
     path, jobs = build_report(sweep)
     assert [j.number for j in jobs if j.failed] == [0, 1]
     text = path.read_text()
