@@ -2,7 +2,7 @@
 
 Every job directory (one with ``.hydra/overrides.yaml``) becomes a row: encoder, head, learning
 rates, the other swept overrides, and from its ``metrics.json`` the dev precision / recall / F1
-of its best epoch (overall and per entity type), training time and parameter count. A job
+of its best epoch (overall and per entity type), epochs, training time and parameter count. A job
 without ``metrics.json``, or with a ``FAILED`` marker, is reported as failed. Writes
 ``report.md`` and ``report.png`` (F1 by encoder x head, F1 vs head learning rate).
 """
@@ -34,6 +34,7 @@ class Job:
     head_lr: float | None  # effective: the head's own learning rate, else the encoder's
     overrides: dict[str, str]
     dev: dict | None = None  # dev metrics of the best epoch
+    epochs: int | None = None  # evaluated epochs
     train_seconds: float | None = None
     parameters: int | None = None
     error: str | None = None
@@ -83,9 +84,10 @@ def read_job(directory: Path) -> Job:
     if job.failed:
         return job
     metrics = json.loads((directory / "metrics.json").read_text())
-    epochs = [h for h in metrics.get("history", []) if not math.isnan(h["dev"].get("f1", math.nan))]
-    if epochs:
-        job.dev = max(epochs, key=lambda h: h["dev"]["f1"])["dev"]
+    scored = [h for h in metrics.get("history", []) if not math.isnan(h["dev"].get("f1", math.nan))]
+    if scored:
+        job.dev = max(scored, key=lambda h: h["dev"]["f1"])["dev"]
+    job.epochs = len(metrics.get("history", []))
     job.train_seconds = metrics.get("train_seconds")
     job.parameters = metrics.get("parameters")
     return job
@@ -123,20 +125,20 @@ def varying_overrides(jobs: list[Job]) -> list[str]:
 def markdown(jobs: list[Job], root: Path, plot: str | None) -> str:
     failed = [job for job in jobs if job.failed]
     others = varying_overrides(jobs)
-    lines = [f"# Comparison: `{root}`", "",
-             f"{len(jobs)} jobs, {len(jobs) - len(failed)} completed, {len(failed)} failed. Dev precision / recall / "
-             "F1 (%, strict entity level) of each job's best epoch; train time includes the per-epoch dev "
-             "evaluation.", ""]
+    summary = (f"{len(jobs)} jobs, {len(jobs) - len(failed)} completed, {len(failed)} failed. Dev precision / "
+               "recall / F1 (%, strict entity level) of each job's best epoch; train time includes the per-epoch "
+               "dev evaluation.")
+    lines = [f"# Comparison: `{root}`", "", summary, ""]
     rows = []
     for job in jobs:
         dev = job.dev or {}
         rows.append([str(job.number), job.encoder, job.head, _num(job.lr), _num(job.head_lr),
                      *(job.overrides.get(k, "") for k in others),
                      _pct(dev.get("precision")), _pct(dev.get("recall")), f"**{_pct(dev.get('f1'))}**",
-                     "–" if job.train_seconds is None else f"{job.train_seconds:.0f}",
+                     _num(job.epochs), "–" if job.train_seconds is None else f"{job.train_seconds:.0f}",
                      "–" if job.parameters is None else f"{job.parameters / 1e6:.2f}M",
                      f"failed: {job.error}" if job.failed else "ok"])
-    lines += _table(["job", "encoder", "head", "lr", "head lr", *others, "P", "R", "F1", "train s", "params", "status"],
+    lines += _table(["job", "encoder", "head", "lr", "head lr", *others, "P", "R", "F1", "epochs", "train s", "params", "status"],
                     rows)
     types = sorted({t for job in jobs for t in (job.dev or {}).get("per_type", {})})
     if types:

@@ -9,9 +9,9 @@ from __future__ import annotations
 import functools
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from nerkit.data.schemes import Span, TagError, get_scheme
 
