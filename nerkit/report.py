@@ -191,16 +191,19 @@ def plot(jobs: list[Job], path: Path) -> bool:
     axes[0].set_xticks(range(len(heads)), heads)
     axes[0].set_ylabel("dev F1 (%)")
     axes[0].set_title("Dev F1 by encoder x head (best over other settings)", fontsize=10)
-    axes[0].legend(title="encoder")
+    axes[0].set_ylim(0, 1.3 * max(best.values()) + 1)  # room for the legend above the bars
+    axes[0].legend(title="encoder", loc="upper center", ncols=len(encoders))
     if curves:
+        styles = ["-", "--", ":", "-."]  # one per encoder; the colour is the head's
         for (encoder, head), points in sorted(curves.items()):
             lrs = sorted(points)
             axes[1].plot(lrs, [points[lr] for lr in lrs], marker="o", label=f"{encoder} + {head}",
-                         linestyle="-" if head == "crf" else "--", linewidth=2.5 if head == "crf" else 1.2)
+                         color=f"C{heads.index(head)}", linestyle=styles[encoders.index(encoder) % len(styles)],
+                         linewidth=2.5 if head == "crf" else 1.2)
         axes[1].set_xscale("log")
         axes[1].set_xlabel("head learning rate")
         axes[1].set_ylabel("dev F1 (%)")
-        axes[1].set_title("Dev F1 vs head learning rate (CRF solid)", fontsize=10)
+        axes[1].set_title("Dev F1 vs head learning rate (CRF thick)", fontsize=10)
         axes[1].legend(fontsize=8)
     fig.savefig(path, dpi=110)
     return True
