@@ -2,9 +2,10 @@
 
 Every job directory (one with ``.hydra/overrides.yaml``) becomes a row: encoder, head, learning
 rates, the other swept overrides, and from its ``metrics.json`` the dev precision / recall / F1
-of its best epoch (overall and per entity type), epochs, training time and parameter count. A job
-without ``metrics.json``, or with a ``FAILED`` marker, is reported as failed. Writes
-``report.md`` and ``report.png`` (F1 by encoder x head, F1 vs head learning rate).
+of its best epoch (overall and per entity type), test F1 when there is a test split, epochs,
+training time and parameter count. A job without ``metrics.json``, or with a ``FAILED`` marker,
+is reported as failed. Writes ``report.md`` and ``report.png`` (F1 by encoder x head, F1 vs head
+learning rate).
 """
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ class Job:
     head_lr: float | None  # effective: the head's own learning rate, else the encoder's
     overrides: dict[str, str]
     dev: dict | None = None  # dev metrics of the best epoch
+    test_f1: float | None = None  # of the best model, when the data has a test split
     epochs: int | None = None  # evaluated epochs
     train_seconds: float | None = None
     parameters: int | None = None
@@ -87,6 +89,7 @@ def read_job(directory: Path) -> Job:
     scored = [h for h in metrics.get("history", []) if not math.isnan(h["dev"].get("f1", math.nan))]
     if scored:
         job.dev = max(scored, key=lambda h: h["dev"]["f1"])["dev"]
+    job.test_f1 = metrics.get("test", {}).get("f1")
     job.epochs = len(metrics.get("history", []))
     job.train_seconds = metrics.get("train_seconds")
     job.parameters = metrics.get("parameters")
@@ -129,17 +132,20 @@ def markdown(jobs: list[Job], root: Path, plot: str | None) -> str:
                "recall / F1 (%, strict entity level) of each job's best epoch; train time includes the per-epoch "
                "dev evaluation.")
     lines = [f"# Comparison: `{root}`", "", summary, ""]
+    tested = any(job.test_f1 is not None for job in jobs)
     rows = []
     for job in jobs:
         dev = job.dev or {}
         rows.append([str(job.number), job.encoder, job.head, _num(job.lr), _num(job.head_lr),
                      *(job.overrides.get(k, "") for k in others),
                      _pct(dev.get("precision")), _pct(dev.get("recall")), f"**{_pct(dev.get('f1'))}**",
+                     *([_pct(job.test_f1)] if tested else []),
                      _num(job.epochs), "–" if job.train_seconds is None else f"{job.train_seconds:.0f}",
                      "–" if job.parameters is None else f"{job.parameters / 1e6:.2f}M",
                      f"failed: {job.error}" if job.failed else "ok"])
-    lines += _table(["job", "encoder", "head", "lr", "head lr", *others, "P", "R", "F1", "epochs", "train s", "params", "status"],
-                    rows)
+    header = ["job", "encoder", "head", "lr", "head lr", *others, "P", "R", "F1", *(["test F1"] if tested else []),
+              "epochs", "train s", "params", "status"]
+    lines += _table(header, rows)
     types = sorted({t for job in jobs for t in (job.dev or {}).get("per_type", {})})
     if types:
         lines += ["", "Per entity type, P / R / F1 (%):", ""]
