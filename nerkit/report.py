@@ -108,7 +108,15 @@ def _pct(value: float | None) -> str:
 
 
 def _num(value) -> str:
-    return "–" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
+    return "–" if value is None else f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _override(value: str | None) -> str:
+    """An override's value as the table shows it: floats from a search shortened to 4 digits."""
+    try:
+        return _num(float(value)) if value and any(c in value for c in ".eE") else value or ""
+    except ValueError:
+        return value
 
 
 def _cell(text: str) -> str:
@@ -137,7 +145,7 @@ def markdown(jobs: list[Job], root: Path, plot: str | None) -> str:
     for job in jobs:
         dev = job.dev or {}
         rows.append([str(job.number), job.encoder, job.head, _num(job.lr), _num(job.head_lr),
-                     *(job.overrides.get(k, "") for k in others),
+                     *(_override(job.overrides.get(k)) for k in others),
                      _pct(dev.get("precision")), _pct(dev.get("recall")), f"**{_pct(dev.get('f1'))}**",
                      *([_pct(job.test_f1)] if tested else []),
                      _num(job.epochs), "–" if job.train_seconds is None else f"{job.train_seconds:.0f}",
