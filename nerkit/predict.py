@@ -53,9 +53,15 @@ class Predictor:
             results.append(entities)
         return results
 
+    def scores(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, word_index: torch.Tensor,
+               word_mask: torch.Tensor) -> torch.Tensor:
+        """Window scores for one padded batch; another runtime (ONNX) overrides this."""
+        return self.model(input_ids, attention_mask, word_index, word_mask)
+
     @torch.inference_mode()
     def predict_encoded(self, encodings: Sequence[EncodedText]) -> list[list[ScoredSpan]]:
         """Word-level spans for already encoded texts (evaluation reuses the encodings)."""
+        self.model.eval()  # dropout off, also when evaluating in the middle of training
         jobs = [(d, k) for d, enc in enumerate(encodings) for k in range(len(enc.windows))]
         inputs = [self.text_encoder.window_input(encodings[d], encodings[d].windows[k]) for d, k in jobs]
         order = sorted(range(len(jobs)), key=lambda j: len(inputs[j][0]))
@@ -76,7 +82,7 @@ class Predictor:
                 word_index[row, : len(index)] = torch.tensor(index)
                 word_mask[row, : len(index)] = True
             tensors = [t.to(self.device) for t in (input_ids, attention_mask, word_index, word_mask)]
-            scores = self.model(*tensors)
+            scores = self.scores(*tensors)
             for j, out in zip(batch, self.model.head.window_outputs(scores, tensors[3])):
                 outputs[j] = out
         per_doc: list[list] = [[] for _ in encodings]
@@ -90,3 +96,9 @@ class Predictor:
         for d, spans in zip(nonempty, decoded):
             results[d] = spans
         return results
+
+
+if __name__ == "__main__":
+    from nerkit.predict_cli import main
+
+    raise SystemExit(main())

@@ -11,6 +11,7 @@ from omegaconf import DictConfig
 from transformers import AutoTokenizer, BertConfig, BertModel
 
 from nerkit.config import embedded_model_path, register_resolvers
+from nerkit.model import NerModel
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch.set_num_threads(min(2, torch.get_num_threads()))
@@ -53,3 +54,12 @@ TOY_SENTENCES = [
 @pytest.fixture
 def toy_conll(tmp_path) -> Path:
     return write_conll(tmp_path / "toy.conll", TOY_SENTENCES)
+
+
+def save_tiny_run(tiny_bert_dir: Path, directory: Path, head: str = "softmax", overrides: list[str] | None = None,
+                  entity_types: tuple[str, ...] = ("LOC", "ORG", "PER")) -> Path:
+    """A run directory holding an untrained tiny-BERT model (short windows, so long texts span several)."""
+    cfg = make_cfg([f"head={head}", f"encoder.pretrained={tiny_bert_dir}", "max_length=16", "stride=4", *(overrides or [])])
+    torch.manual_seed(0)
+    NerModel.from_config(cfg, list(entity_types)).save(directory, cfg)
+    return directory

@@ -1,0 +1,170 @@
+"""The batch prediction CLI: formats, bad lines, chunked streaming, atomic output."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import save_tiny_run
+
+from nerkit.predict import Predictor
+from nerkit.predict_cli import Format, PredictConfig, main, predict_file
+
+ROOT = Path(__file__).resolve().parents[1]
+TEXTS = [
+    "John Smith lives in Berlin .",
+    "Maria works for Siemens in Paris",
+    " ".join(["Siemens hired John Smith yesterday in Berlin and Paris ."] * 6),  # several windows
+    "Paris",
+    "  leading and trailing spaces are part of the text  ",
+]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tiny_bert_dir, tmp_path_factory) -> Path:
+    return save_tiny_run(tiny_bert_dir, tmp_path_factory.mktemp("run"))
+
+
+@pytest.fixture(scope="module")
+def predictor(run_dir) -> Predictor:
+    return Predictor.from_run(run_dir, "cpu")
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def assert_same_entities(got: list[dict], expected) -> None:
+    assert [(e["start"], e["end"], e["label"], e["text"]) for e in got] == [
+        (e.start, e.end, e.label, e.text) for e in expected
+    ]
+    assert [e["score"] for e in got] == pytest.approx([e.score for e in expected], abs=1e-5)
+
+
+def test_jsonl_with_bad_lines_is_streamed_in_chunks(tmp_path, predictor, caplog):
+    lines = [
+        "\ufeff" + json.dumps({"id": "a", "text": TEXTS[0]}),  # a BOM before the first line
+        json.dumps({"text": TEXTS[1], "meta": 1}),  # no id: the line number is its id
+        '{"id": "broken", "text": ',
+        "",
+        json.dumps({"id": 7, "text": TEXTS[2]}),
+        json.dumps({"id": "x", "body": "no text field"}),
+        json.dumps({"id": ["not", "scalar"], "text": "x"}),
+        json.dumps({"id": "d", "text": TEXTS[3]}),
+        json.dumps({"id": "e", "text": TEXTS[4]}),
+    ]
+    source = tmp_path / "in.jsonl"
+    source.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    chunks = []
+    original = predictor.predict
+    predictor.predict = lambda texts: chunks.append(list(texts)) or original(texts)
+    try:
+        cfg = PredictConfig(run_dir="unused", input=str(source), output=str(tmp_path / "out" / "out.jsonl"),
+                            chunk_docs=2, progress=False)
+        stats = predict_file(predictor, cfg)
+    finally:
+        del predictor.predict
+
+    assert (stats.documents, stats.bad_lines, stats.blank_lines) == (5, 3, 1)
+    assert chunks == [TEXTS[0:2], TEXTS[2:4], TEXTS[4:5]]  # never more than chunk_docs at once
+    records = read_jsonl(tmp_path / "out" / "out.jsonl")
+    assert [r["id"] for r in records] == ["a", 2, 7, "d", "e"]
+    expected = predictor.predict(TEXTS)
+    assert sum(len(e) for e in expected) == stats.entities > 0
+    for record, text, entities in zip(records, TEXTS, expected):
+        assert_same_entities(record["entities"], entities)
+        assert all(text[e["start"] : e["end"]] == e["text"] for e in record["entities"])
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert errors == [
+        f"{source}:3: invalid JSON: Expecting value at column 26",
+        f"{source}:6: expected a JSON object with a string \"text\" field",
+        f"{source}:7: \"id\" must be a string or an integer, got ['not', 'scalar']",
+    ]
+
+
+def test_chunks_are_also_bounded_by_characters(tmp_path, predictor):
+    source = tmp_path / "in.txt"
+    source.write_text("\n".join(["abcdefghij"] * 5) + "\n")
+    chunks = []
+    predictor.predict = lambda texts: chunks.append(len(texts)) or [[] for _ in texts]
+    try:
+        predict_file(predictor, PredictConfig(run_dir="unused", input=str(source), output=str(tmp_path / "o.jsonl"),
+                                              chunk_chars=25, progress=False))
+    finally:
+        del predictor.predict
+    assert chunks == [3, 2]
+
+
+def test_module_entry_point_reads_plain_text(tmp_path, run_dir, predictor):
+    source = tmp_path / "in.txt"
+    source.write_bytes(TEXTS[0].encode() + b"\n" + b"caf\xe9 latin-1\n" + TEXTS[2].encode() + b"\r\n{not json}\n")
+    target = tmp_path / "out.jsonl"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "nerkit.predict", f"run_dir={run_dir}", f"input={source}", f"output={target}",
+         "format=text", "device=cpu", "threads=1"],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert result.returncode == 1, result.stderr  # a bad line: output written, but the status says so
+    assert f"{source}:2: not valid UTF-8 (byte 0xe9, the line's byte 4)" in result.stderr
+    assert "3 documents" in result.stderr and "1 bad lines skipped" in result.stderr
+    records = read_jsonl(target)
+    assert [r["id"] for r in records] == [1, 3, 4]
+    texts = [TEXTS[0], TEXTS[2], "{not json}"]
+    for record, entities in zip(records, predictor.predict(texts)):
+        assert_same_entities(record["entities"], entities)
+
+
+def test_auto_format_follows_the_first_line(tmp_path, predictor):
+    source = tmp_path / "in.txt"
+    source.write_text("\n" + TEXTS[1] + "\n" + '{"text": "json-looking text line"}\n')
+    target = tmp_path / "out.jsonl"
+    stats = predict_file(predictor, PredictConfig(run_dir="x", input=str(source), output=str(target), progress=False))
+    assert stats.bad_lines == 0
+    assert [r["id"] for r in read_jsonl(target)] == [2, 3]
+
+
+def test_a_crash_leaves_no_partial_output(tmp_path, predictor):
+    source = tmp_path / "in.txt"
+    source.write_text("\n".join(TEXTS) + "\n")
+    target = tmp_path / "out.jsonl"
+    target.write_text("previous results\n")
+    calls = []
+
+    def failing(texts):
+        calls.append(texts)
+        if len(calls) == 2:
+            raise RuntimeError("out of memory")
+        return [[] for _ in texts]
+
+    predictor.predict = failing
+    try:
+        with pytest.raises(RuntimeError, match="out of memory"):
+            predict_file(predictor, PredictConfig(run_dir="x", input=str(source), output=str(target), chunk_docs=2,
+                                                  progress=False))
+    finally:
+        del predictor.predict
+    assert target.read_text() == "previous results\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.txt", "out.jsonl"]
+
+
+def test_argument_errors_are_explained(tmp_path, run_dir, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0 and "python -m nerkit.predict run_dir=DIR" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match=r"missing required argument\(s\): input=\.\.\., output=\.\.\."):
+        main([f"run_dir={run_dir}"])
+    with pytest.raises(SystemExit, match="bad argument: .*formt"):
+        main([f"run_dir={run_dir}", "input=a", "output=b", "formt=text"])
+    with pytest.raises(SystemExit, match="bad argument: .*xml"):
+        main([f"run_dir={run_dir}", "input=a", "output=b", "format=xml"])
+    source = tmp_path / "in.txt"
+    source.write_text("x\n")
+    with pytest.raises(ValueError, match="overwrite the input"):
+        predict_file(None, PredictConfig(run_dir="x", input=str(source), output=str(source), format=Format.text))
+    with pytest.raises(FileNotFoundError, match="missing.txt: input file not found"):
+        predict_file(None, PredictConfig(run_dir="x", input=str(tmp_path / "missing.txt"), output="o"))
+
