@@ -120,9 +120,10 @@ class Checkpointer:
         for path in self.root.glob(".tmp-*"):  # left by a crashed writer; only one writer per run
             shutil.rmtree(path, ignore_errors=True)
 
-    def restore(self, path: Path, output_dir: Path) -> TrainerState:
+    def restore(self, path: Path, output_dir: Path | None) -> TrainerState:
         """Load weights, optimizer, scheduler and RNG states from ``path``; put the best model so
-        far into ``output_dir``. Call it last before the loop: it sets the global RNG states."""
+        far into ``output_dir`` (None: leave that to another process). Call it last before the
+        loop: it sets the global RNG states."""
         saved_labels = json.loads((path / LABELS).read_text())["entity_types"]
         if saved_labels != self.model.head.entity_types:
             raise ValueError(f"{path / LABELS}: the checkpoint was trained on entity types {saved_labels}, "
@@ -137,11 +138,12 @@ class Checkpointer:
         self.scheduler.load_state_dict(everything["scheduler"])
         state = TrainerState(**everything["trainer"])
         best = path.parent / _name(state.best_step) if state.best_step is not None else None
-        if best is not None and (best / COMPLETE).is_file():
-            _export_model(best, output_dir)
-        elif best is not None:
-            log.warning("%s is gone: the run directory gets a model only when dev F1 beats %.4f again",
-                        best, state.best_f1)
+        if best is not None and output_dir is not None:
+            if (best / COMPLETE).is_file():
+                _export_model(best, output_dir)
+            else:
+                log.warning("%s is gone: the run directory gets a model only when dev F1 beats %.4f again",
+                            best, state.best_f1)
         _set_rng_states(everything["rng"])
         return state
 

@@ -28,6 +28,7 @@ from nerkit.checkpoint import Checkpointer, TrainerState, find_resume_checkpoint
 from nerkit.config import register_resolvers
 from nerkit.data.batching import collate, length_grouped_batches, window_dataset
 from nerkit.data.readers import Document
+from nerkit.distributed import Processes
 from nerkit.evaluation import evaluate
 from nerkit.model import NerModel
 from nerkit.predict import Predictor
@@ -63,6 +64,7 @@ def train(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
     output_dir = Path(output_dir or HydraConfig.get().runtime.output_dir)
     seed_everything(cfg.seed)
     device = pick_device(cfg.trainer.device)
+    processes, device = Processes.start(device)  # one of several under torchrun / accelerate launch
 
     splits = {name: instantiate(cfg.data[name]) for name in ("train", "dev", "test") if cfg.data.get(name)}
     train_docs = splits.pop("train")
@@ -83,23 +85,28 @@ def train(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
     checkpoints = Checkpointer(output_dir / "checkpoints", model, cfg, optimizer, scheduler, keep)
     state = TrainerState()
     if resume_from := find_resume_checkpoint(cfg.get("resume"), checkpoints.root):
-        state = checkpoints.restore(resume_from, output_dir)  # last: it also restores the RNG states
+        # Last: it also restores the RNG states. Every process loads it; only rank 0 writes files.
+        state = checkpoints.restore(resume_from, output_dir if processes.is_main else None)
         log.info("resumed from %s: epoch %d, batch %d, step %d", resume_from, state.epoch, state.batch, state.step)
 
     started = time.perf_counter()
-    progress = tqdm(total=total_steps, initial=state.step, desc="train", unit="step", dynamic_ncols=True)
+    net = processes.wrap(model, device)
+    progress = tqdm(total=total_steps, initial=state.step, desc="train", unit="step", dynamic_ncols=True,
+                    disable=not processes.is_main)
     for epoch in range(state.epoch, math.ceil(total_steps / steps_per_epoch)):
         model.train()
         # The order depends only on (seed, epoch), so a resumed epoch skips exactly the batches done.
         batches = length_grouped_batches(lengths, cfg.trainer.batch_size, cfg.seed + epoch)
         batches = batches[: total_steps - epoch * steps_per_epoch]
         for i in range(state.batch, len(batches)):
-            batch = collate([windows[j] for j in batches[i]], pad_id)
+            rows, counts = processes.share(batches[i])  # all rows of the global batch in one process
+            batch = collate([windows[j] for j in rows], pad_id)
             tensors = [batch[k].to(device) for k in ("input_ids", "attention_mask", "word_index", "word_mask")]
-            scores = model(*tensors)
+            scores = net(*tensors)
             loss = model.head.loss(scores, tensors[3], batch["spans"])
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"loss became {loss.item()} at step {state.step}; lower the learning rate")
+            loss, global_loss = processes.global_loss(loss, model.head.loss_size(tensors[3]) if counts else 0)
+            if not torch.isfinite(global_loss):
+                raise FloatingPointError(f"loss became {global_loss.item()} at step {state.step}; lower the learning rate")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.trainer.max_grad_norm)
@@ -107,18 +114,24 @@ def train(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
             scheduler.step()
             state.step, state.epoch, state.batch = state.step + 1, epoch, i + 1
             progress.update()
-            progress.set_postfix(epoch=epoch, loss=f"{loss.item():.4f}")
-            if cfg.trainer.checkpoint_every and state.step % cfg.trainer.checkpoint_every == 0 and i + 1 < len(batches):
+            progress.set_postfix(epoch=epoch, loss=f"{global_loss.item():.4f}")
+            if (cfg.trainer.checkpoint_every and state.step % cfg.trainer.checkpoint_every == 0 and i + 1 < len(batches)
+                    and processes.is_main):
                 checkpoints.save(state)
+        state.epoch, state.batch = epoch + 1, 0
+        if not processes.is_main:
+            continue
         metrics = evaluate(predictor, splits["dev"]) if "dev" in splits else {"f1": float("nan")}
         state.history.append({"epoch": epoch, "step": state.step, "dev": metrics})
         log.info("epoch %d: dev P %.4f R %.4f F1 %.4f", epoch, metrics.get("precision", 0), metrics.get("recall", 0), metrics["f1"])
         if "dev" not in splits or metrics["f1"] > state.best_f1:
             state.best_f1, state.best_step = metrics["f1"], state.step
             model.save(output_dir, cfg)
-        state.epoch, state.batch = epoch + 1, 0
         checkpoints.save(state)
     progress.close()
+    processes.close()
+    if not processes.is_main:
+        return float("nan")  # rank 0 evaluated: it has the dev F1 and writes the results
 
     results = {"best_dev_f1": state.best_f1, "history": state.history, "train_seconds": time.perf_counter() - started,
                "parameters": sum(p.numel() for p in model.parameters()), "train_windows": len(windows),

@@ -1,5 +1,6 @@
 import pytest
 
+from nerkit.data.batching import remove_overlaps
 from nerkit.data.schemes import Span, TagError, get_scheme
 
 
@@ -44,3 +45,8 @@ def test_allowed_transitions():
     assert not bioes.allowed_transition("B-PER", "O")
     assert bioes.allowed_transition("E-PER", "S-LOC")
     assert not bioes.allowed_end("I-PER")
+
+
+def test_one_span_with_two_labels_keeps_the_same_label_whatever_the_order():
+    spans = [(0, 2, "PER"), (0, 2, "LOC"), (1, 3, "ORG")]
+    assert remove_overlaps(spans) == remove_overlaps(spans[::-1]) == ([(0, 2, "LOC")], 2)

@@ -16,9 +16,11 @@ log = logging.getLogger(__name__)
 
 
 def remove_overlaps(spans: Sequence[tuple[int, int, int]]) -> tuple[list[tuple[int, int, int]], int]:
-    """Keep a flat subset of spans (longest first, then leftmost); return it and how many were dropped."""
+    """Keep a flat subset of spans (longest first, then leftmost, then the smallest label: the
+    same span with two labels must not depend on the input order, e.g. of a set, whose order
+    changes from process to process); return it and how many were dropped."""
     kept: list[tuple[int, int, int]] = []
-    for span in sorted(spans, key=lambda s: (s[0] - s[1], s[0])):
+    for span in sorted(spans, key=lambda s: (s[0] - s[1], s[0], s[2])):
         if all(span[1] <= k[0] or k[1] <= span[0] for k in kept):
             kept.append(span)
     return sorted(kept), len(spans) - len(kept)

@@ -43,6 +43,11 @@ class Head(nn.Module, ABC):
     def loss(self, scores: torch.Tensor, mask: torch.Tensor, spans: Sequence[WordSpans]) -> torch.Tensor:
         """Scalar training loss against gold word spans."""
 
+    def loss_size(self, mask: torch.Tensor) -> int | torch.Tensor:
+        """How many terms ``loss`` averages over: rows (span heads average over rows and types).
+        Data-parallel training weights each process's loss by it."""
+        return mask.shape[0]
+
     @abstractmethod
     def decode(self, scores: torch.Tensor, mask: torch.Tensor) -> list[list[ScoredSpan]]:
         """Scores of a batch of sequences -> predicted spans per sequence."""
@@ -82,6 +87,9 @@ class TokenHead(Head):
 
     def forward(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.dropout(hidden))
+
+    def loss_size(self, mask: torch.Tensor) -> torch.Tensor:
+        return mask.sum()  # tag losses are means over words
 
     def tag_targets(self, spans: Sequence[WordSpans], n_words: int) -> torch.Tensor:
         targets = torch.zeros(len(spans), n_words, dtype=torch.long)
