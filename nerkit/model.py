@@ -7,12 +7,14 @@ A run directory is self-contained and loads without pickle:
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Sequence
 
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from safetensors import safe_open
 from safetensors.torch import load_model, save_model
 from torch import nn
 
@@ -56,9 +58,14 @@ class NerModel(nn.Module):
     def save(self, directory: str | Path, cfg: DictConfig) -> None:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        save_model(self, str(directory / WEIGHTS))
+        # The label map also goes into the weights file: a labels.json edited or swapped later is caught.
+        # Written aside and renamed, so a crash mid-write keeps the previous weights.
+        tmp = directory / f".{WEIGHTS}.tmp"
+        save_model(self, str(tmp), metadata={"entity_types": json.dumps(self.head.entity_types)})
+        os.replace(tmp, directory / WEIGHTS)
         OmegaConf.save(cfg, directory / CONFIG, resolve=True)
-        (directory / LABELS).write_text(json.dumps({"entity_types": self.head.entity_types}, ensure_ascii=False, indent=1))
+        labels = json.dumps({"entity_types": self.head.entity_types}, ensure_ascii=False, indent=1)
+        (directory / LABELS).write_text(labels, encoding="utf-8")
         self.encoder.save_files(directory / ENCODER_DIR)
 
     @classmethod
@@ -68,7 +75,15 @@ class NerModel(nn.Module):
             if not (directory / name).exists():
                 raise FileNotFoundError(f"{directory} is not a complete nerkit run directory: {name} is missing")
         cfg = OmegaConf.load(directory / CONFIG)
-        entity_types = json.loads((directory / LABELS).read_text())["entity_types"]
+        try:
+            entity_types = json.loads((directory / LABELS).read_text(encoding="utf-8"))["entity_types"]
+        except (ValueError, KeyError, TypeError) as err:
+            raise ValueError(f"{directory / LABELS}: not a nerkit label map ({err})") from None
+        with safe_open(directory / WEIGHTS, "pt") as weights:
+            trained = (weights.metadata() or {}).get("entity_types")
+        if trained is not None and json.loads(trained) != entity_types:
+            raise ValueError(f"{directory / LABELS} lists entity types {entity_types}, but {directory / WEIGHTS} "
+                             f"was trained with {json.loads(trained)}; restore the original labels.json")
         model = cls.from_config(cfg, entity_types, saved=directory / ENCODER_DIR)
         try:
             load_model(model, str(directory / WEIGHTS), strict=True)

@@ -56,6 +56,7 @@ class Predictor:
     @torch.inference_mode()
     def predict_encoded(self, encodings: Sequence[EncodedText]) -> list[list[ScoredSpan]]:
         """Word-level spans for already encoded texts (evaluation reuses the encodings)."""
+        self.model.eval()  # dropout off, also when evaluating in the middle of training
         jobs = [(d, k) for d, enc in enumerate(encodings) for k in range(len(enc.windows))]
         inputs = [self.text_encoder.window_input(encodings[d], encodings[d].windows[k]) for d, k in jobs]
         order = sorted(range(len(jobs)), key=lambda j: len(inputs[j][0]))

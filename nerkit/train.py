@@ -3,7 +3,8 @@
 Reads the data named by ``data/``, builds encoder + head from ``encoder/`` and ``head/``,
 trains with AdamW (the head in its own learning-rate group), evaluates on dev after every
 epoch, keeps the best model in the run directory and returns the best dev F1 (so that Hydra
-sweepers can optimise it).
+sweepers can optimise it). Checkpoints go to ``<run>/checkpoints`` every ``trainer.checkpoint_every``
+steps and at every epoch end; ``resume=true`` (or a path) continues exactly where one left off.
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
+from nerkit.checkpoint import Checkpointer, TrainerState, find_resume_checkpoint
 from nerkit.config import register_resolvers
 from nerkit.data.batching import collate, length_grouped_batches, window_dataset
 from nerkit.data.readers import Document
@@ -77,44 +79,56 @@ def train(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.trainer.warmup_ratio * total_steps), total_steps)
     pad_id = model.encoder.tokenizer.pad_token_id
 
-    best_f1, history, step = -1.0, [], 0
+    keep = cfg.trainer.keep_checkpoints
+    checkpoints = Checkpointer(output_dir / "checkpoints", model, cfg, optimizer, scheduler, keep)
+    state = TrainerState()
+    if resume_from := find_resume_checkpoint(cfg.get("resume"), checkpoints.root):
+        state = checkpoints.restore(resume_from, output_dir)  # last: it also restores the RNG states
+        log.info("resumed from %s: epoch %d, batch %d, step %d", resume_from, state.epoch, state.batch, state.step)
+
     started = time.perf_counter()
-    progress = tqdm(total=total_steps, desc="train", unit="step", dynamic_ncols=True)
-    for epoch in range(math.ceil(total_steps / steps_per_epoch)):
+    progress = tqdm(total=total_steps, initial=state.step, desc="train", unit="step", dynamic_ncols=True)
+    for epoch in range(state.epoch, math.ceil(total_steps / steps_per_epoch)):
         model.train()
-        for batch_ids in length_grouped_batches(lengths, cfg.trainer.batch_size, cfg.seed + epoch):
-            if step == total_steps:
-                break
-            batch = collate([windows[i] for i in batch_ids], pad_id)
+        # The order depends only on (seed, epoch), so a resumed epoch skips exactly the batches done.
+        batches = length_grouped_batches(lengths, cfg.trainer.batch_size, cfg.seed + epoch)
+        batches = batches[: total_steps - epoch * steps_per_epoch]
+        for i in range(state.batch, len(batches)):
+            batch = collate([windows[j] for j in batches[i]], pad_id)
             tensors = [batch[k].to(device) for k in ("input_ids", "attention_mask", "word_index", "word_mask")]
             scores = model(*tensors)
             loss = model.head.loss(scores, tensors[3], batch["spans"])
             if not torch.isfinite(loss):
-                raise FloatingPointError(f"loss became {loss.item()} at step {step}; lower the learning rate")
+                raise FloatingPointError(f"loss became {loss.item()} at step {state.step}; lower the learning rate")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.trainer.max_grad_norm)
             optimizer.step()
             scheduler.step()
-            step += 1
+            state.step, state.epoch, state.batch = state.step + 1, epoch, i + 1
             progress.update()
             progress.set_postfix(epoch=epoch, loss=f"{loss.item():.4f}")
+            if cfg.trainer.checkpoint_every and state.step % cfg.trainer.checkpoint_every == 0 and i + 1 < len(batches):
+                checkpoints.save(state)
         metrics = evaluate(predictor, splits["dev"]) if "dev" in splits else {"f1": float("nan")}
-        history.append({"epoch": epoch, "step": step, "dev": metrics})
+        state.history.append({"epoch": epoch, "step": state.step, "dev": metrics})
         log.info("epoch %d: dev P %.4f R %.4f F1 %.4f", epoch, metrics.get("precision", 0), metrics.get("recall", 0), metrics["f1"])
-        if "dev" not in splits or metrics["f1"] > best_f1:
-            best_f1 = metrics["f1"]
+        if "dev" not in splits or metrics["f1"] > state.best_f1:
+            state.best_f1, state.best_step = metrics["f1"], state.step
             model.save(output_dir, cfg)
+        state.epoch, state.batch = epoch + 1, 0
+        checkpoints.save(state)
     progress.close()
 
-    results = {"best_dev_f1": best_f1, "history": history, "train_seconds": time.perf_counter() - started,
-               "parameters": sum(p.numel() for p in model.parameters()), "train_windows": len(windows)}
+    results = {"best_dev_f1": state.best_f1, "history": state.history, "train_seconds": time.perf_counter() - started,
+               "parameters": sum(p.numel() for p in model.parameters()), "train_windows": len(windows),
+               "resumed_from": str(resume_from) if resume_from else None}
     if "test" in splits:
         best = Predictor.from_run(output_dir, str(device), cfg.trainer.eval_batch_size)
         results["test"] = evaluate(best, splits["test"])
         log.info("test F1 %.4f", results["test"]["f1"])
     (output_dir / "metrics.json").write_text(json.dumps(results, indent=1))
-    return best_f1
+    return state.best_f1
 
 
 register_resolvers()

@@ -38,6 +38,11 @@ class AlignmentStats:
     lost: int = 0
 
 
+# BERT-style normalizers delete control characters, gluing "a\x07b" into one word; a space of the
+# same length separates the words instead and leaves every character offset unchanged.
+_CONTROLS_TO_SPACE = {c: " " for c in [*range(0x00, 0x20), *range(0x7F, 0xA0)] if chr(c) not in "\t\n\r"}
+
+
 class TextEncoder:
     """Tokenizes texts and cuts them into model inputs of at most ``max_length`` tokens."""
 
@@ -54,7 +59,8 @@ class TextEncoder:
 
     def encode(self, texts: Sequence[str]) -> list[EncodedText]:
         batch = self.tokenizer(
-            list(texts), add_special_tokens=False, return_offsets_mapping=True, return_attention_mask=False
+            [text.translate(_CONTROLS_TO_SPACE) for text in texts],
+            add_special_tokens=False, return_offsets_mapping=True, return_attention_mask=False,
         )
         out = []
         for i, token_ids in enumerate(batch["input_ids"]):

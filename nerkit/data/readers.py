@@ -81,6 +81,7 @@ def read_conll(
     tags: list[str] = []
     n_columns: int | None = None
     doc_line = 1
+    doc_open = False  # a -DOCSTART- or a token line started a document
 
     def end_sentence(line_no: int) -> None:
         if not tokens:
@@ -101,7 +102,7 @@ def read_conll(
 
     def end_document(line_no: int) -> None:
         if not doc_sentences:
-            stats.empty_documents += documents
+            stats.empty_documents += doc_open
             return
         if documents:
             text, spans, offset = "", [], 0
@@ -120,7 +121,7 @@ def read_conll(
     for line_no, line in enumerate(lines, start=1):
         if not line.strip():
             blank_run += 1
-            if blank_run == 2 and not tokens:
+            if blank_run >= 2 and not tokens:  # each extra blank line is an empty sentence
                 stats.empty_sentences += 1
             end_sentence(line_no)
             continue
@@ -129,7 +130,7 @@ def read_conll(
         if columns[0] == "-DOCSTART-":
             end_sentence(line_no)
             end_document(line_no)
-            doc_line = line_no
+            doc_line, doc_open = line_no, True
             blank_run = 0  # the blank line after a marker is not an empty sentence
             continue
         if n_columns is None:
@@ -145,6 +146,7 @@ def read_conll(
             raise DataError(path, line_no, f"{err} (scheme={scheme})") from None
         tokens.append(columns[0])
         tags.append(tag)
+        doc_open = True
     end_sentence(len(lines))
     end_document(len(lines))
     stats.log(path)
@@ -185,12 +187,19 @@ def read_json_spans(path: str | Path) -> list[Document]:
         text = obj["text"]
         spans: list[Span] = []
         if "label" in obj and isinstance(obj["label"], dict):
-            for label, surfaces in obj["label"].items():
-                for surface, positions in surfaces.items():
-                    for start, end_inclusive in positions:
-                        spans.append(_checked_span(path, line, text, start, end_inclusive + 1, label, surface))
+            try:
+                found = [(label, surface, start, end_inclusive) for label, surfaces in obj["label"].items()
+                         for surface, positions in surfaces.items() for start, end_inclusive in positions]
+            except (AttributeError, TypeError, ValueError):
+                problem = "'label' must map type -> surface -> [[start, end_inclusive], ...]"
+                raise DataError(path, line, problem) from None
+            for label, surface, start, end_inclusive in found:
+                end = end_inclusive + 1 if isinstance(end_inclusive, int) else end_inclusive
+                spans.append(_checked_span(path, line, text, start, end, label, surface))
         else:
             for ent in obj.get("entities", []):
+                if not isinstance(ent, dict) or not {"start", "end", "label"} <= ent.keys():
+                    raise DataError(path, line, f"an entity needs 'start', 'end' and 'label', got {ent!r}")
                 spans.append(_checked_span(path, line, text, ent["start"], ent["end"], ent["label"], ent.get("text")))
         if not text.strip():
             stats.empty_documents += 1

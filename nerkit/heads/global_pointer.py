@@ -84,7 +84,7 @@ class GlobalPointerHead(Head):
         probs = scores[scores > 0].sigmoid().tolist()
         for (row, label, start, end), prob in zip(hits, probs):
             out[row].append(ScoredSpan(start, end + 1, self.entity_types[label], prob))
-        return out
+        return [sorted(row) for row in out]
 
     def window_outputs(self, scores: torch.Tensor, mask: torch.Tensor) -> list[list[ScoredSpan]]:
         return self.decode(scores, mask)

@@ -1,0 +1,122 @@
+"""Each head on tiny inputs: shapes, finite loss, valid decoding, and what makes it special."""
+import itertools
+
+import pytest
+import torch
+
+from nerkit.heads.crf import CRFHead
+from nerkit.heads.global_pointer import EfficientGlobalPointerHead, GlobalPointerHead
+from nerkit.heads.softmax import SoftmaxHead
+from nerkit.model import NerModel
+
+from conftest import make_cfg
+
+TYPES = ["LOC", "PER"]
+HEADS = [SoftmaxHead, CRFHead, GlobalPointerHead, EfficientGlobalPointerHead]
+
+
+def batch(hidden=16, lengths=(5, 3)):
+    torch.manual_seed(0)
+    mask = torch.arange(max(lengths))[None, :] < torch.tensor(lengths)[:, None]
+    return torch.randn(len(lengths), max(lengths), hidden), mask
+
+
+@pytest.mark.parametrize("head_cls", HEADS)
+def test_loss_is_finite_and_decoded_spans_are_valid(head_cls):
+    head = head_cls(16, TYPES)
+    hidden, mask = batch()
+    scores = head(hidden, mask)
+    loss = head.loss(scores, mask, [[(0, 2, 1), (3, 4, 0)], [(1, 2, 0)]])
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    loss.backward()
+    for row, spans in zip(mask, head.eval().decode(head(hidden, mask), mask)):
+        for start, end, label, score in spans:
+            assert 0 <= start < end <= int(row.sum()) and label in TYPES and 0.0 <= score <= 1.0
+
+
+def fit(head, hidden, mask, spans, steps=150, lr=0.05):
+    optimizer = torch.optim.Adam(head.parameters(), lr=lr)
+    for _ in range(steps):
+        optimizer.zero_grad()
+        head.loss(head(hidden, mask), mask, spans).backward()
+        optimizer.step()
+    return head.eval()
+
+
+@pytest.mark.parametrize("head_cls", HEADS)
+def test_each_head_learns_a_tiny_example(head_cls):
+    hidden, mask = batch(lengths=(6, 4))
+    gold = [[(0, 2, 1), (4, 5, 0)], [(1, 4, 0)]]
+    head = fit(head_cls(16, TYPES, dropout=0.0), hidden, mask, gold)
+    decoded = head.decode(head(hidden, mask), mask)
+    assert [[(s, e, TYPES.index(lab)) for s, e, lab, _ in row] for row in decoded] == gold
+
+
+@pytest.mark.parametrize("head_cls", [GlobalPointerHead, EfficientGlobalPointerHead])
+def test_global_pointer_recovers_nested_entities(head_cls):
+    hidden, mask = batch(lengths=(6,))
+    gold = [[(0, 4, 0), (1, 3, 1), (1, 2, 0)]]  # a LOC containing a PER containing a LOC
+    head = fit(head_cls(16, TYPES, dropout=0.0), hidden, mask, gold)
+    decoded = head.decode(head(hidden, mask), mask)[0]
+    assert sorted((s, e, TYPES.index(lab)) for s, e, lab, _ in decoded) == sorted(gold[0])
+
+
+@pytest.mark.parametrize("scheme", ["BIO", "BIOES"])
+def test_crf_never_decodes_a_forbidden_transition(scheme):
+    head = CRFHead(16, TYPES, scheme=scheme).eval()
+    # Emissions that prefer I-/E- tags everywhere: an unconstrained decoder would start with them.
+    hidden, mask = batch(lengths=(7, 7, 2))
+    with torch.no_grad():
+        scores = head(hidden, mask)
+        for i, tag in enumerate(head.tags):
+            if tag[0] in "IE":
+                scores[..., i] += 5.0
+    for row in head.best_tags(scores, mask):
+        tags = [head.tags[t] for t in row]
+        assert head.scheme.allowed_start(tags[0]) and head.scheme.allowed_end(tags[-1])
+        assert all(head.scheme.allowed_transition(a, b) for a, b in itertools.pairwise(tags))
+
+
+def test_crf_forbidden_transitions_stay_pinned_during_training():
+    head = CRFHead(16, TYPES)
+    before = head.crf.transitions.detach().clone()
+    hidden, mask = batch()
+    fit(head, hidden, mask, [[(0, 2, 1)], [(0, 1, 0)]], steps=5)
+    forbidden = before == -10000.0
+    assert forbidden.any() and torch.equal(head.crf.transitions.detach()[forbidden], before[forbidden])
+
+
+def test_global_pointer_without_rope_ignores_distance():
+    head = GlobalPointerHead(8, TYPES, rope=False).eval()
+    hidden = torch.randn(1, 1, 8).expand(1, 5, 8)  # the same vector at every position
+    scores = head(hidden, torch.ones(1, 5, dtype=torch.bool))
+    upper = scores[0, 0][torch.ones(5, 5, dtype=torch.bool).triu()]
+    assert torch.allclose(upper, upper[0].expand_as(upper))
+    head.rope = True
+    scores = head(hidden, torch.ones(1, 5, dtype=torch.bool))
+    assert not torch.allclose(scores[0, 0, 0, 1], scores[0, 0, 0, 4])
+
+
+ENCODERS = ["bert", "bilstm"]
+HEAD_NAMES = ["softmax", "crf", "global_pointer", "efficient_global_pointer"]
+
+
+@pytest.mark.parametrize("encoder,head", itertools.product(ENCODERS, HEAD_NAMES))
+def test_every_config_combination_instantiates(encoder, head, tiny_bert_dir):
+    overrides = [f"encoder={encoder}", f"head={head}"]
+    if encoder == "bert":
+        overrides.append(f"encoder.pretrained={tiny_bert_dir}")
+    model = NerModel.from_config(make_cfg(overrides), TYPES, train_texts=["John lives in Berlin"])
+    ids = model.encoder.tokenizer(["John lives in Berlin"], return_tensors="pt")["input_ids"]
+    scores = model(ids, torch.ones_like(ids), torch.tensor([[1, 2, 3]]), torch.ones(1, 3, dtype=torch.bool))
+    assert torch.isfinite(scores[scores > -1e11]).all()
+
+
+def test_crf_parameter_group_gets_its_own_learning_rate(tiny_bert_dir):
+    cfg = make_cfg([f"encoder.pretrained={tiny_bert_dir}", "head=crf", "head.lr=0.003", "trainer.lr=2e-5"])
+    model = NerModel.from_config(cfg, TYPES)
+    optimizer = torch.optim.AdamW(model.param_groups(cfg.trainer.lr, cfg.trainer.weight_decay))
+    lr_of = {id(p): g["lr"] for g in optimizer.param_groups for p in g["params"]}
+    assert {lr_of[id(p)] for p in model.encoder.parameters()} == {2e-5}
+    assert {lr_of[id(p)] for p in model.head.parameters()} == {0.003}
+    assert len(lr_of) == sum(1 for _ in model.parameters())  # every parameter in exactly one group
