@@ -23,12 +23,16 @@ from pathlib import Path
 
 import numpy as np
 from datasets import Dataset
+from seqeval.metrics import f1_score
 from transformers import AutoModelForTokenClassification, AutoTokenizer, DataCollatorForTokenClassification, Trainer, TrainingArguments
 
 from bench.common import (CONLL, CONLL_TYPES, RESUME, RUNS, compose_cfg, conll_tokens, machine_info, markdown_table,
                           save_results, seqeval_strict, spans_to_iob2, write_subset)
 from nerkit.config import embedded_model_path
+from nerkit.data.batching import remove_overlaps
+from nerkit.data.encoding import AlignmentStats, char_to_word_spans, word_to_char_span
 from nerkit.data.readers import Document, read_conll
+from nerkit.data.schemes import get_scheme
 from nerkit.predict import Predictor
 from nerkit.train import train
 
@@ -89,20 +93,60 @@ def hf_baseline(args: argparse.Namespace, train_docs: list[Document], eval_sets:
 
 
 def nerkit_system(overrides: list[str], eval_sets: dict[str, list[Document]], out: Path) -> dict:
-    """Train with nerkit.train exactly as the CLI would, then score on CoNLL tokens."""
+    """Train with nerkit.train exactly as the CLI would (no dev pass during training: the one
+    epoch's model is scored here), then score on CoNLL tokens and with nerkit's own evaluation."""
     cfg = compose_cfg(overrides)
     started = time.perf_counter()
     train(cfg, out)
     result = {"system": "nerkit", "head": cfg.head._target_.rsplit(".", 1)[-1],
               "train_seconds": time.perf_counter() - started, "overrides": overrides}
-    metrics = json.loads((out / "metrics.json").read_text())
-    result["nerkit_eval"] = {"dev_f1": metrics["best_dev_f1"], **({"test_f1": metrics["test"]["f1"]} if "test" in metrics else {})}
     predictor = Predictor.from_run(out, "cpu")
     for name, docs in eval_sets.items():
-        entities = predictor.predict([d.text for d in docs])
-        predicted = [spans_to_iob2(conll_tokens(d), [(e.start, e.end, e.label) for e in ents]) for d, ents in zip(docs, entities)]
+        encodings = predictor.text_encoder.encode([d.text for d in docs])
+        word_spans = predictor.predict_encoded(encodings)
+        char_spans = [[(*word_to_char_span(enc, s, e), label) for s, e, label, _ in spans]
+                      for enc, spans in zip(encodings, word_spans)]
+        predicted = [spans_to_iob2(conll_tokens(d), spans) for d, spans in zip(docs, char_spans)]
         result[name] = seqeval_strict(gold_tags(docs), predicted)
+        result[name]["nerkit_word_level_f1"] = word_level_f1(predictor, docs, encodings, word_spans)
     return result
+
+
+def word_level_f1(predictor: Predictor, docs: list[Document], encodings, word_spans) -> float:
+    """nerkit.evaluation's strict seqeval F1 on its own word units, from predictions already made."""
+    scheme, stats = get_scheme("BIOES"), AlignmentStats()
+    gold = [scheme.encode(remove_overlaps(char_to_word_spans(enc, d.spans, stats))[0], enc.n_words)
+            for d, enc in zip(docs, encodings)]
+    pred = [scheme.encode(remove_overlaps([(s, e, label) for s, e, label, _ in spans])[0], enc.n_words)
+            for enc, spans in zip(encodings, word_spans)]
+    return float(f1_score(gold, pred, mode="strict", scheme=scheme.seqeval_scheme, zero_division=0))
+
+
+def report(args: argparse.Namespace, train_docs: list[Document], eval_sets: dict[str, list[Document]],
+           systems: list[dict], resume: list[dict]) -> None:
+    """Write results/quality.{json,md} with what has been measured so far."""
+    baseline_f1 = next((s["sentences"]["f1"] for s in systems if s["system"] != "nerkit"), None)
+    softmax_f1 = next((s["sentences"]["f1"] for s in systems if s["head"] == "SoftmaxHead"), None)
+    goal = None
+    if baseline_f1 is not None and softmax_f1 is not None:
+        goal = {"softmax_minus_baseline_f1": softmax_f1 - baseline_f1, "within_0.3_f1_points": softmax_f1 - baseline_f1 >= -0.003}
+    results = {"machine": machine_info(), "settings": vars(args), "train_sentences": len(train_docs),
+               "dev_sentences": len(eval_sets["sentences"]), "dev_documents": len(eval_sets["documents"]),
+               "conll2003": systems, "resume_ner": resume, "goal": goal}
+
+    rows = [[s["system"], s["head"], s["sentences"]["precision"], s["sentences"]["recall"], s["sentences"]["f1"],
+             s["documents"]["f1"], s["sentences"].get("nerkit_word_level_f1", "-"), round(s["train_seconds"])] for s in systems]
+    table = (f"CoNLL-2003 dev ({len(eval_sets['sentences'])} sentences / {len(eval_sets['documents'])} documents), "
+             f"trained on {len(train_docs)} sentences, {args.epochs} epoch(s), MiniLM-L6, seqeval strict IOB2 on CoNLL tokens\n\n")
+    table += markdown_table(["system", "head", "P", "R", "F1", "F1 (whole documents)", "nerkit word-level F1", "train s"], rows)
+    if goal:
+        table += f"\n\nnerkit softmax - baseline: {100 * goal['softmax_minus_baseline_f1']:+.2f} F1 points (goal: >= -0.3)"
+    if resume:
+        table += f"\n\nResume NER (Chinese, BiLSTM, {args.resume_epochs} epochs, nerkit word-level strict seqeval)\n\n"
+        table += markdown_table(["head", "dev F1", "test P", "test R", "test F1", "train s"],
+                                [[r["head"], r["dev_f1"], r["test_precision"], r["test_recall"], r["test_f1"],
+                                  round(r["train_seconds"])] for r in resume])
+    save_results("quality", results, table)
 
 
 def main() -> None:
@@ -116,7 +160,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--heads", nargs="*", default=["softmax", "crf", "global_pointer"])
     parser.add_argument("--resume-heads", nargs="*", default=["softmax", "crf", "global_pointer"])
-    parser.add_argument("--resume-epochs", type=int, default=2)
+    parser.add_argument("--resume-epochs", type=int, default=1)
     parser.add_argument("--resume-lr", type=float, default=2e-3)
     parser.add_argument("--no-baseline", action="store_true")
     args = parser.parse_args()
@@ -130,52 +174,34 @@ def main() -> None:
     train_docs = read_conll(data_root / "train.txt")
     eval_sets = {"sentences": read_conll(data_root / "valid.txt"),
                  "documents": read_conll(data_root / "valid.txt", documents=True)}
-    common = ["encoder=bert", "data=conll2003", f"data.root={data_root}", "data.test=null", f"seed={args.seed}",
+    common = ["encoder=bert", "data=conll2003", f"data.root={data_root}", "data.dev=null", "data.test=null", f"seed={args.seed}",
               f"max_length={args.max_length}", f"trainer.epochs={args.epochs}", f"trainer.batch_size={args.batch_size}",
-              f"trainer.lr={args.lr}", "trainer.device=cpu"]
+              f"trainer.lr={args.lr}", "trainer.device=cpu", "trainer.keep_checkpoints=0"]
 
-    systems = []
-    if not args.no_baseline:
-        log.info("HF baseline")
-        systems.append(hf_baseline(args, train_docs, eval_sets, tmp / "hf"))
-    for head in args.heads:
-        log.info("nerkit %s", head)
-        systems.append(nerkit_system([*common, f"head={head}"], eval_sets, RUNS / f"conll_{head}"))
-
+    # Resume NER first: it is quick, and its results are written even if the CoNLL part is cut short.
     resume = []
     for head in args.resume_heads:
         log.info("nerkit resume_ner %s", head)
         cfg = ["encoder=bilstm", "data=resume_ner", f"data.root={RESUME}", f"head={head}", f"seed={args.seed}",
-               f"trainer.epochs={args.resume_epochs}", f"trainer.lr={args.resume_lr}", "trainer.device=cpu"]
+               f"trainer.epochs={args.resume_epochs}", f"trainer.lr={args.resume_lr}", "trainer.device=cpu",
+               "trainer.keep_checkpoints=0"]
         started = time.perf_counter()
         train(compose_cfg(cfg), RUNS / f"resume_{head}")
         metrics = json.loads((RUNS / f"resume_{head}" / "metrics.json").read_text())
         resume.append({"head": head, "dev_f1": metrics["best_dev_f1"], "test_f1": metrics["test"]["f1"],
                        "test_precision": metrics["test"]["precision"], "test_recall": metrics["test"]["recall"],
                        "train_seconds": time.perf_counter() - started, "overrides": cfg})
+        report(args, train_docs, eval_sets, [], resume)
 
-    baseline_f1 = next((s["sentences"]["f1"] for s in systems if s["system"] != "nerkit"), None)
-    softmax_f1 = next((s["sentences"]["f1"] for s in systems if s["head"] == "SoftmaxHead"), None)
-    goal = None
-    if baseline_f1 is not None and softmax_f1 is not None:
-        goal = {"softmax_minus_baseline_f1": softmax_f1 - baseline_f1, "within_0.3_f1_points": softmax_f1 - baseline_f1 >= -0.003}
-    results = {"machine": machine_info(), "settings": vars(args), "train_sentences": len(train_docs),
-               "dev_sentences": len(eval_sets["sentences"]), "dev_documents": len(eval_sets["documents"]),
-               "conll2003": systems, "resume_ner": resume, "goal": goal}
-
-    rows = [[s["system"], s["head"], s["sentences"]["precision"], s["sentences"]["recall"], s["sentences"]["f1"],
-             s["documents"]["f1"], s.get("nerkit_eval", {}).get("dev_f1", "-"), round(s["train_seconds"])] for s in systems]
-    table = (f"CoNLL-2003 dev ({len(eval_sets['sentences'])} sentences / {len(eval_sets['documents'])} documents), "
-             f"trained on {len(train_docs)} sentences, {args.epochs} epoch(s), MiniLM-L6, seqeval strict IOB2 on CoNLL tokens\n\n")
-    table += markdown_table(["system", "head", "P", "R", "F1", "F1 (whole documents)", "nerkit word-level F1", "train s"], rows)
-    if goal:
-        table += f"\n\nnerkit softmax - baseline: {100 * goal['softmax_minus_baseline_f1']:+.2f} F1 points (goal: >= -0.3)"
-    if resume:
-        table += f"\n\nResume NER (Chinese, BiLSTM, {args.resume_epochs} epochs, nerkit word-level strict seqeval)\n\n"
-        table += markdown_table(["head", "dev F1", "test P", "test R", "test F1", "train s"],
-                                [[r["head"], r["dev_f1"], r["test_precision"], r["test_recall"], r["test_f1"],
-                                  round(r["train_seconds"])] for r in resume])
-    save_results("quality", results, table)
+    systems: list[dict] = []
+    if not args.no_baseline:
+        log.info("HF baseline")
+        systems.append(hf_baseline(args, train_docs, eval_sets, tmp / "hf"))
+        report(args, train_docs, eval_sets, systems, resume)
+    for head in args.heads:
+        log.info("nerkit %s", head)
+        systems.append(nerkit_system([*common, f"head={head}"], eval_sets, RUNS / f"conll_{head}"))
+        report(args, train_docs, eval_sets, systems, resume)
 
 
 if __name__ == "__main__":

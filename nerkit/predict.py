@@ -31,6 +31,9 @@ class Predictor:
         self.model = model.to(device).eval()
         self.device = torch.device(device)
         self.batch_size = batch_size
+        # batch_size counts windows of max_length tokens: shorter windows share the same token
+        # budget, so short texts run in batches large enough to keep the matrix kernels efficient.
+        self.max_batch_tokens = batch_size * max_length
         self.text_encoder = TextEncoder(model.encoder.tokenizer, max_length, stride)
 
     @classmethod
@@ -53,6 +56,16 @@ class Predictor:
             results.append(entities)
         return results
 
+    def _token_batches(self, lengths: Sequence[int], order: Sequence[int]) -> list[list[int]]:
+        """Cut ``order`` (ascending ``lengths``) into batches of at most ``max_batch_tokens`` padded tokens."""
+        batches: list[list[int]] = []
+        for j, length in zip(order, lengths):
+            if batches and (len(batches[-1]) + 1) * length <= self.max_batch_tokens:
+                batches[-1].append(j)
+            else:
+                batches.append([j])
+        return batches
+
     @torch.inference_mode()
     def predict_encoded(self, encodings: Sequence[EncodedText]) -> list[list[ScoredSpan]]:
         """Word-level spans for already encoded texts (evaluation reuses the encodings)."""
@@ -62,8 +75,7 @@ class Predictor:
         order = sorted(range(len(jobs)), key=lambda j: len(inputs[j][0]))
         outputs: list = [None] * len(jobs)
         pad_id = self.model.encoder.tokenizer.pad_token_id
-        for b in range(0, len(order), self.batch_size):
-            batch = order[b : b + self.batch_size]
+        for batch in self._token_batches([len(inputs[j][0]) for j in order], order):
             width = max(len(inputs[j][0]) for j in batch)
             words = max(len(inputs[j][1]) for j in batch)
             input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
