@@ -146,7 +146,7 @@ def report(args: argparse.Namespace, train_docs: list[Document], eval_sets: dict
         table += markdown_table(["head", "dev F1", "test P", "test R", "test F1", "train s"],
                                 [[r["head"], r["dev_f1"], r["test_precision"], r["test_recall"], r["test_f1"],
                                   round(r["train_seconds"])] for r in resume])
-    save_results("quality", results, table)
+    save_results(args.name, results, table)
 
 
 def main() -> None:
@@ -163,6 +163,7 @@ def main() -> None:
     parser.add_argument("--resume-epochs", type=int, default=1)
     parser.add_argument("--resume-lr", type=float, default=2e-3)
     parser.add_argument("--no-baseline", action="store_true")
+    parser.add_argument("--name", default="quality", help="results file name: bench/results/<name>.json")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("nerkit").setLevel(logging.WARNING)
