@@ -104,7 +104,7 @@ def hf_twin(model: NerModel) -> torch.nn.Module:
 
 def machine_info() -> dict:
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False).stdout.strip()
     except OSError:
         commit = ""
     return {

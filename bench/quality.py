@@ -24,10 +24,28 @@ from pathlib import Path
 import numpy as np
 from datasets import Dataset
 from seqeval.metrics import f1_score
-from transformers import AutoModelForTokenClassification, AutoTokenizer, DataCollatorForTokenClassification, Trainer, TrainingArguments
+from transformers import (
+    AutoModelForTokenClassification,
+    AutoTokenizer,
+    DataCollatorForTokenClassification,
+    Trainer,
+    TrainingArguments,
+)
 
-from bench.common import (CONLL, CONLL_TYPES, RESUME, RUNS, compose_cfg, conll_tokens, machine_info, markdown_table,
-                          save_results, seqeval_strict, spans_to_iob2, write_subset)
+from bench.common import (
+    CONLL,
+    CONLL_TYPES,
+    RESUME,
+    RUNS,
+    compose_cfg,
+    conll_tokens,
+    machine_info,
+    markdown_table,
+    save_results,
+    seqeval_strict,
+    spans_to_iob2,
+    write_subset,
+)
 from nerkit.config import embedded_model_path
 from nerkit.data.batching import remove_overlaps
 from nerkit.data.encoding import AlignmentStats, char_to_word_spans, word_to_char_span
@@ -58,7 +76,7 @@ def hf_baseline(args: argparse.Namespace, train_docs: list[Document], eval_sets:
             for w in enc.word_ids(i):  # label each word's first sub-token only
                 row_labels.append(-100 if w is None or w == previous else label_ids[tags[w]])
                 previous = w
-            rows.append({k: enc[k][i] for k in enc.keys()} | {"labels": row_labels})
+            rows.append({k: enc[k][i] for k in enc} | {"labels": row_labels})
         return Dataset.from_list(rows), enc
 
     model = AutoModelForTokenClassification.from_pretrained(

@@ -31,12 +31,27 @@ from pathlib import Path
 import psutil
 import torch
 from datasets import Dataset
-from transformers import (AutoModelForTokenClassification, AutoTokenizer, DataCollatorForTokenClassification, Trainer,
-                          TrainingArguments, pipeline)
+from transformers import (
+    AutoModelForTokenClassification,
+    AutoTokenizer,
+    DataCollatorForTokenClassification,
+    Trainer,
+    TrainingArguments,
+    pipeline,
+)
 
 import nerkit.train
-from bench.common import (CONLL, CONLL_TYPES, RUNS, compose_cfg, hf_twin, machine_info, markdown_table, save_results,
-                          write_subset)
+from bench.common import (
+    CONLL,
+    CONLL_TYPES,
+    RUNS,
+    compose_cfg,
+    hf_twin,
+    machine_info,
+    markdown_table,
+    save_results,
+    write_subset,
+)
 from nerkit.config import embedded_model_path
 from nerkit.data.readers import read_conll
 from nerkit.model import NerModel
@@ -186,7 +201,7 @@ def bench_train(args: argparse.Namespace) -> dict:
         result["speedup"] = result["nerkit"]["real_tokens_per_s"] / result["hf"]["real_tokens_per_s"]
         log.info("train round %d: %s", r, result)
         rounds.append(result)
-    pick = lambda side, key: statistics.median(r[side][key] for r in rounds)  # noqa: E731
+    pick = lambda side, key: statistics.median(r[side][key] for r in rounds)
     return {
         "batch_size": args.train_batch_size, "sentences": args.train_sentences,
         "nerkit_real_tokens_per_s": pick("nerkit", "real_tokens_per_s"), "hf_real_tokens_per_s": pick("hf", "real_tokens_per_s"),
@@ -296,8 +311,8 @@ def main() -> None:
 
 
 def tables(results: dict) -> str:
-    out = [f"Machine: {results['machine']['torch_threads']} torch threads, load average "
-           f"{results['machine']['load_average'][0]:.1f} at start; weights: {results['weights']}"]
+    out = [(f"Machine: {results['machine']['torch_threads']} torch threads, load average "
+            f"{results['machine']['load_average'][0]:.1f} at start; weights: {results['weights']}")]
     rows = []
     if "predict" in results:
         p = results["predict"]

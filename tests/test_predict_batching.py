@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import torch
-
 from conftest import make_cfg
+
 from nerkit.model import NerModel
 from nerkit.predict import Predictor
 
