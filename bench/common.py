@@ -1,0 +1,138 @@
+"""Shared pieces of the benchmarks: data subsets, the HF baseline model, CoNLL-token scoring, output.
+
+Every benchmark compares nerkit with a HuggingFace baseline built from the *same* encoder
+weights on the *same* texts, measured in the same process, so that ratios stay meaningful on
+a busy machine even where absolute numbers do not.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import subprocess
+import time
+from bisect import bisect_left, bisect_right
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+from seqeval.metrics import f1_score, precision_score, recall_score
+from seqeval.scheme import IOB2
+from transformers import AutoConfig, AutoModelForTokenClassification
+
+from nerkit.config import embedded_model_path, register_resolvers
+from nerkit.data.readers import Document
+from nerkit.model import NerModel
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+RUNS = ROOT / "bench" / "runs"  # trained run directories (git-ignored)
+CONLL = ROOT.parent / "shared" / "data" / "ner" / "conll2003"
+RESUME = ROOT.parent / "shared" / "data" / "ner" / "resume_ner"
+CONLL_TYPES = ["LOC", "MISC", "ORG", "PER"]
+
+register_resolvers()
+os.environ.setdefault("TQDM_DISABLE", "1")  # progress bars would drown the tables in the logs
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def compose_cfg(overrides: Sequence[str]) -> DictConfig:
+    """conf/train.yaml with overrides, exactly as ``python -m nerkit.train`` composes it."""
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose(config_name="train", overrides=list(overrides))
+
+
+def write_subset(source: Path, target: Path, max_sentences: int | None) -> Path:
+    """Copy the first ``max_sentences`` sentences of a CoNLL file (document markers kept)."""
+    out, sentences, in_sentence = [], 0, False
+    for line in source.read_text(encoding="utf-8").splitlines():
+        blank = not line.strip()
+        if not blank and not line.startswith("-DOCSTART-") and not in_sentence:
+            if max_sentences is not None and sentences == max_sentences:
+                break
+            sentences += 1
+        in_sentence = not blank and not line.startswith("-DOCSTART-")
+        out.append(line)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text("\n".join(out) + "\n", encoding="utf-8")
+    return target
+
+
+def conll_tokens(doc: Document) -> list[tuple[int, int]]:
+    """Character spans of the original CoNLL tokens (they never contain whitespace)."""
+    return [m.span() for m in re.finditer(r"\S+", doc.text)]
+
+
+def spans_to_iob2(tokens: Sequence[tuple[int, int]], spans: Sequence[tuple[int, int, str]]) -> list[str]:
+    """Character spans -> one IOB2 tag per CoNLL token (a span covers every token it overlaps;
+    a span that would overwrite an earlier one is skipped, so the tags stay well formed)."""
+    tags = ["O"] * len(tokens)
+    ends = [e for _, e in tokens]
+    starts = [s for s, _ in tokens]
+    for start, end, label in sorted(spans):
+        covered = range(bisect_right(ends, start), bisect_left(starts, end))
+        if not covered or any(tags[i] != "O" for i in covered):
+            continue
+        tags[covered[0]] = f"B-{label}"
+        for i in covered[1:]:
+            tags[i] = f"I-{label}"
+    return tags
+
+
+def seqeval_strict(gold: list[list[str]], pred: list[list[str]]) -> dict:
+    kw = {"mode": "strict", "scheme": IOB2, "zero_division": 0}
+    return {
+        "precision": float(precision_score(gold, pred, **kw)),
+        "recall": float(recall_score(gold, pred, **kw)),
+        "f1": float(f1_score(gold, pred, **kw)),
+    }
+
+
+def hf_twin(model: NerModel) -> torch.nn.Module:
+    """An AutoModelForTokenClassification holding exactly the weights of a nerkit BERT + token head."""
+    head = model.head
+    config = AutoConfig.from_pretrained(embedded_model_path(), num_labels=len(head.tags),
+                                        id2label=dict(enumerate(head.tags)), label2id=head.tag_ids)
+    twin = AutoModelForTokenClassification.from_config(config)
+    twin.bert.load_state_dict(model.encoder.model.state_dict(), strict=True)
+    twin.classifier.load_state_dict(head.classifier.state_dict(), strict=True)
+    return twin.eval()
+
+
+def machine_info() -> dict:
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False).stdout.strip()
+    except OSError:
+        commit = ""
+    return {
+        "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+        "commit": commit,
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_count": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "load_average": list(os.getloadavg()),
+    }
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence]) -> str:
+    def cell(v) -> str:
+        return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def save_results(name: str, results: dict, table: str) -> Path:
+    """Write bench/results/<name>.json and <name>.md (the table), and print the table."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(results, indent=1, ensure_ascii=False))
+    (RESULTS / f"{name}.md").write_text(table + "\n")
+    print(table)
+    print(f"\nwrote {path}")
+    return path

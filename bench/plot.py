@@ -1,0 +1,76 @@
+"""Plots of the latest results, ``python -m bench.plot`` -> bench/results/{quality,speed}.png, and
+the "Latest results" section of bench/README.md rewritten from bench/results/*.md."""
+from __future__ import annotations
+
+import json
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt
+
+from bench.common import RESULTS
+
+
+def plot_quality(results: dict) -> None:
+    systems = results["conll2003"]
+    names = ["HF baseline" if s["system"] != "nerkit" else f"nerkit {s['head'].removesuffix('Head')}" for s in systems]
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    x = range(len(systems))
+    ax.bar([i - 0.2 for i in x], [s["sentences"]["f1"] for s in systems], 0.4, label="sentences")
+    ax.bar([i + 0.2 for i in x], [s["documents"]["f1"] for s in systems], 0.4, label="whole documents")
+    ax.set_xticks(list(x), names, fontsize=8)
+    ax.set_ylabel("dev F1 (seqeval strict, CoNLL tokens)")
+    ax.set_title(f"CoNLL-2003, MiniLM, {results['train_sentences']} train sentences, {results['settings']['epochs']} epoch")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(RESULTS / "quality.png", dpi=120)
+
+
+def plot_speed(results: dict) -> None:
+    panels = [k for k in ("predict", "train", "long") if k in results]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.5), squeeze=False)
+    for ax, key in zip(axes[0], panels):
+        if key == "long":
+            docs = results["long"]["documents"]
+            ax.plot([d["tokens"] for d in docs], [d["us_per_token"] for d in docs], "o-")
+            ax.set_xscale("log")
+            ax.set_ylim(bottom=0)
+            ax.set_xlabel("document length (tokens)")
+            ax.set_ylabel("predict time per token (us)")
+            ax.set_title("long documents (goal: flat)")
+            continue
+        r = results[key]
+        unit, base, ours = (("texts/s", r["pipeline_texts_per_s"], r["nerkit_texts_per_s"]) if key == "predict"
+                            else ("real tokens/s", r["hf_real_tokens_per_s"], r["nerkit_real_tokens_per_s"]))
+        ax.bar(["HF", "nerkit"], [base, ours], color=["tab:gray", "tab:blue"])
+        goal = results["goals"][f"{key}_speedup"]
+        ax.axhline(goal * base, ls="--", c="tab:red", label=f"goal {goal}x")
+        ax.set_ylabel(unit)
+        ax.set_title(f"{key}: {r['speedup']:.2f}x")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(RESULTS / "speed.png", dpi=120)
+
+
+MARKER = "<!-- results -->"
+
+
+def main() -> None:
+    sections = []
+    for name, plot in (("quality", plot_quality), ("speed", plot_speed)):
+        path = RESULTS / f"{name}.json"
+        if path.exists():
+            results = json.loads(path.read_text())
+            plot(results)
+            print(f"wrote {RESULTS / name}.png")
+            machine = results["machine"]
+            sections.append(f"### {name.capitalize()} ({machine['date']}, commit {machine['commit']})\n\n"
+                            f"{(RESULTS / f'{name}.md').read_text().strip()}\n\n![{name}](results/{name}.png)\n")
+    readme = RESULTS.parent / "README.md"
+    head = readme.read_text().split(MARKER)[0]
+    readme.write_text(head + MARKER + "\n\n" + "\n".join(sections))
+
+
+if __name__ == "__main__":
+    main()
