@@ -22,8 +22,8 @@ from typing import Sequence
 
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
-from safetensors.torch import load_model, save_model
+from omegaconf import DictConfig
+from safetensors.torch import load_model
 from torch import nn
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
@@ -33,7 +33,7 @@ from nerkit.data.encoding import TextEncoder
 from nerkit.data.readers import Document
 from nerkit.encoders import build_encoder
 from nerkit.encoders.base import Encoder
-from nerkit.model import CONFIG, ENCODER_DIR, LABELS, WEIGHTS
+from nerkit.model import ENCODER_DIR, WEIGHTS, read_run, save_run
 
 log = logging.getLogger(__name__)
 STRATEGIES = ("head", "head_tail", "windows")
@@ -110,21 +110,13 @@ class DocClassifier(nn.Module):
         return self.classifier(self.dropout(torch.stack(pooled)))
 
     def save(self, directory: str | Path, cfg: DictConfig) -> None:
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        save_model(self, str(directory / WEIGHTS))
-        OmegaConf.save(cfg, directory / CONFIG, resolve=True)
-        (directory / LABELS).write_text(json.dumps({"labels": self.labels}, ensure_ascii=False, indent=1))
-        self.encoder.save_files(directory / ENCODER_DIR)
+        save_run(directory, self, cfg, "labels", self.labels)
 
     @classmethod
     def load(cls, directory: str | Path, device: str | torch.device = "cpu") -> tuple["DocClassifier", DictConfig]:
         directory = Path(directory)
-        for name in (WEIGHTS, CONFIG, LABELS, ENCODER_DIR):
-            if not (directory / name).exists():
-                raise FileNotFoundError(f"{directory} is not a complete nerkit run directory: {name} is missing")
-        cfg = OmegaConf.load(directory / CONFIG)
-        model = cls.from_config(cfg, json.loads((directory / LABELS).read_text())["labels"], directory / ENCODER_DIR)
+        cfg, labels = read_run(directory, "labels")
+        model = cls.from_config(cfg, labels, directory / ENCODER_DIR)
         load_model(model, str(directory / WEIGHTS), strict=True)
         return model.to(device).eval(), cfg
 
@@ -201,7 +193,7 @@ def accuracy(predicted: Sequence[tuple[str, float]], documents: Sequence[Documen
 
 def train_classifier(cfg: DictConfig, output_dir: Path) -> float:
     """Train and save a document classifier as ``cfg`` says; returns the best dev accuracy."""
-    from nerkit.train import pick_device, seed_everything  # train.py dispatches here
+    from nerkit.train import optimizer_step, pick_device, seed_everything  # train.py dispatches here
 
     seed_everything(cfg.seed)
     device = pick_device(cfg.trainer.device)
@@ -256,13 +248,7 @@ def train_classifier(cfg: DictConfig, output_dir: Path) -> float:
                 logits = model(*batch_tensors([inputs[d] for d in batch], pad_id, device))
             targets = torch.tensor([label_ids[train_docs[d].label] for d in batch], device=device)
             loss = nn.functional.cross_entropy(logits.float(), targets)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"loss became {loss.item()} at step {step}; lower the learning rate")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.trainer.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
+            optimizer_step(loss, loss, step, model, optimizer, scheduler, cfg.trainer.max_grad_norm)
             step += 1
             progress.update()
             progress.set_postfix(epoch=epoch, loss=f"{loss.item():.4f}")

@@ -56,34 +56,12 @@ class NerModel(nn.Module):
         ]
 
     def save(self, directory: str | Path, cfg: DictConfig) -> None:
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        # The label map also goes into the weights file: a labels.json edited or swapped later is caught.
-        # Written aside and renamed, so a crash mid-write keeps the previous weights.
-        tmp = directory / f".{WEIGHTS}.tmp"
-        save_model(self, str(tmp), metadata={"entity_types": json.dumps(self.head.entity_types)})
-        os.replace(tmp, directory / WEIGHTS)
-        OmegaConf.save(cfg, directory / CONFIG, resolve=True)
-        labels = json.dumps({"entity_types": self.head.entity_types}, ensure_ascii=False, indent=1)
-        (directory / LABELS).write_text(labels, encoding="utf-8")
-        self.encoder.save_files(directory / ENCODER_DIR)
+        save_run(directory, self, cfg, "entity_types", self.head.entity_types)
 
     @classmethod
     def load(cls, directory: str | Path, device: str | torch.device = "cpu") -> tuple["NerModel", DictConfig]:
         directory = Path(directory)
-        for name in (WEIGHTS, CONFIG, LABELS, ENCODER_DIR):
-            if not (directory / name).exists():
-                raise FileNotFoundError(f"{directory} is not a complete nerkit run directory: {name} is missing")
-        cfg = OmegaConf.load(directory / CONFIG)
-        try:
-            entity_types = json.loads((directory / LABELS).read_text(encoding="utf-8"))["entity_types"]
-        except (ValueError, KeyError, TypeError) as err:
-            raise ValueError(f"{directory / LABELS}: not a nerkit label map ({err})") from None
-        with safe_open(directory / WEIGHTS, "pt") as weights:
-            trained = (weights.metadata() or {}).get("entity_types")
-        if trained is not None and json.loads(trained) != entity_types:
-            raise ValueError(f"{directory / LABELS} lists entity types {entity_types}, but {directory / WEIGHTS} "
-                             f"was trained with {json.loads(trained)}; restore the original labels.json")
+        cfg, entity_types = read_run(directory, "entity_types")
         model = cls.from_config(cfg, entity_types, saved=directory / ENCODER_DIR)
         try:
             load_model(model, str(directory / WEIGHTS), strict=True)
@@ -93,3 +71,34 @@ class NerModel(nn.Module):
                 f"and {directory / CONFIG}: {err}"
             ) from None
         return model.to(device).eval(), cfg
+
+
+def save_run(directory: str | Path, model: nn.Module, cfg: DictConfig, key: str, labels: Sequence[str]) -> None:
+    """Write a run directory: weights, resolved config, label map (under ``key``) and encoder files."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    # The label map also goes into the weights file: a labels.json edited or swapped later is caught.
+    # Written aside and renamed, so a crash mid-write keeps the previous weights.
+    tmp = directory / f".{WEIGHTS}.tmp"
+    save_model(model, str(tmp), metadata={key: json.dumps(list(labels))})
+    os.replace(tmp, directory / WEIGHTS)
+    OmegaConf.save(cfg, directory / CONFIG, resolve=True)
+    (directory / LABELS).write_text(json.dumps({key: list(labels)}, ensure_ascii=False, indent=1), encoding="utf-8")
+    model.encoder.save_files(directory / ENCODER_DIR)
+
+
+def read_run(directory: Path, key: str) -> tuple[DictConfig, list[str]]:
+    """Check a run directory is complete and its label map matches its weights; return config and labels."""
+    for name in (WEIGHTS, CONFIG, LABELS, ENCODER_DIR):
+        if not (directory / name).exists():
+            raise FileNotFoundError(f"{directory} is not a complete nerkit run directory: {name} is missing")
+    try:
+        labels = json.loads((directory / LABELS).read_text(encoding="utf-8"))[key]
+    except (ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"{directory / LABELS}: not a nerkit label map ({err})") from None
+    with safe_open(directory / WEIGHTS, "pt") as weights:
+        trained = (weights.metadata() or {}).get(key)
+    if trained is not None and json.loads(trained) != labels:
+        raise ValueError(f"{directory / LABELS} lists {key.replace('_', ' ')} {labels}, but {directory / WEIGHTS} "
+                         f"was trained with {json.loads(trained)}; restore the original labels.json")
+    return OmegaConf.load(directory / CONFIG), labels

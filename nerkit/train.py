@@ -59,6 +59,18 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def optimizer_step(loss: torch.Tensor, reported_loss: torch.Tensor, step: int, model: torch.nn.Module,
+                   optimizer: torch.optim.Optimizer, scheduler, max_grad_norm: float) -> None:
+    """One clipped AdamW + schedule step; a non-finite loss stops training with a clear error."""
+    if not torch.isfinite(reported_loss):
+        raise FloatingPointError(f"loss became {reported_loss.item()} at step {step}; lower the learning rate")
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+    optimizer.step()
+    scheduler.step()
+
+
 def train(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
     """Train, evaluate and save a model as ``cfg`` says; returns the best dev F1."""
     output_dir = Path(output_dir or HydraConfig.get().runtime.output_dir)
@@ -109,13 +121,7 @@ def train(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
             scores = net(*tensors)
             loss = model.head.loss(scores, tensors[3], batch["spans"])
             loss, global_loss = processes.global_loss(loss, model.head.loss_size(tensors[3]) if counts else 0)
-            if not torch.isfinite(global_loss):
-                raise FloatingPointError(f"loss became {global_loss.item()} at step {state.step}; lower the learning rate")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.trainer.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
+            optimizer_step(loss, global_loss, state.step, model, optimizer, scheduler, cfg.trainer.max_grad_norm)
             state.step, state.epoch, state.batch = state.step + 1, epoch, i + 1
             progress.update()
             progress.set_postfix(epoch=epoch, loss=f"{global_loss.item():.4f}")
