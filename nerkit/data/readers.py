@@ -34,6 +34,11 @@ class Document:
     text: str
     spans: list[Span] = field(default_factory=list)
     label: str | None = None  # document class, for classification tasks
+    # The dataset's own tokens as character spans [start, end) into `text`, in order, when the
+    # data comes tokenized (CoNLL columns, HF `tokens`): the model labels and is scored on these
+    # units, as conlleval and HF run_ner do. None for raw text and character-span data, which
+    # use the tokenizer's pre-tokenizer words.
+    tokens: list[tuple[int, int]] | None = None
 
 
 @dataclass

@@ -1,0 +1,58 @@
+"""Numeric precision for training and prediction: ``fp32 | bf16 | fp16``.
+
+Mixed precision runs the model under ``torch.autocast`` (matmuls in the low-precision type,
+reductions and the loss in fp32); weights stay fp32. fp16 needs a gradient scaler in training
+(the engine adds one) and a GPU; bf16 runs on GPUs with bf16 units and on CPUs with AVX-512
+BF16 or AMX, where oneDNN uses them.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+from typing import Literal
+
+import torch
+
+Precision = Literal["fp32", "bf16", "fp16"]
+PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16")
+_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def check_precision(precision: str, device: torch.device | str) -> str:
+    """``precision`` if the device can run it; otherwise a ValueError naming what is possible."""
+    device = torch.device(device)
+    if precision == "auto":
+        return default_precision(device)
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS} or 'auto', got {precision!r}")
+    if precision == "fp16" and device.type == "cpu":
+        raise ValueError("precision=fp16 needs a GPU (CPU autocast has no fp16 matmul kernels); use bf16 or fp32")
+    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ValueError(f"precision=bf16: {torch.cuda.get_device_name(device)} has no bf16 support; use fp16")
+    return precision
+
+
+@functools.lru_cache(maxsize=None)
+def cpu_has_bf16() -> bool:
+    """Whether this CPU has bf16 matmul units (AVX-512 BF16 or AMX) that oneDNN uses."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            flags = next((line for line in f if line.startswith("flags")), "").split()
+    except OSError:
+        return False  # not Linux: no cheap way to ask; fp32 is the safe default
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def default_precision(device: torch.device | str) -> str:
+    """The fastest precision that keeps predictions: bf16 where the hardware has bf16 units, else fp32."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if device.type == "cpu" and cpu_has_bf16() else "fp32"
+
+
+def autocast(device: torch.device | str, precision: str) -> contextlib.AbstractContextManager:
+    """The autocast context for ``precision`` on ``device`` (a no-op for fp32)."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(torch.device(device).type, dtype=_DTYPES[precision])
