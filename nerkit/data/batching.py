@@ -7,7 +7,6 @@ from typing import Sequence
 import numpy as np
 import torch
 from datasets import Dataset
-from torch.nn.utils.rnn import pad_sequence
 
 from nerkit.data.encoding import AlignmentStats, TextEncoder, char_to_word_spans
 from nerkit.data.readers import Document
@@ -87,14 +86,20 @@ def length_grouped_batches(lengths: Sequence[int], batch_size: int, seed: int) -
     return [[int(i) for i in batches[b]] for b in rng.permutation(len(batches))]
 
 
+def pad(sequences: Sequence[Sequence[int]], value: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows of different lengths -> a [rows, longest] long tensor padded with ``value``, and the
+    boolean mask of real positions. The one padding routine of training and prediction."""
+    width = max((len(s) for s in sequences), default=0)
+    lengths = torch.tensor([len(s) for s in sequences], dtype=torch.long)
+    mask = torch.arange(width) < lengths[:, None]
+    padded = torch.full((len(sequences), width), value, dtype=torch.long)
+    padded[mask] = torch.tensor([x for s in sequences for x in s], dtype=torch.long)
+    return padded, mask
+
+
 def collate(rows: Sequence[dict], pad_id: int) -> dict:
-    """Pad a batch to its own longest window (dynamic padding)."""
-    ids = [torch.tensor(r["input_ids"]) for r in rows]
-    word_index = [torch.tensor(r["word_index"], dtype=torch.long) for r in rows]
-    return {
-        "input_ids": pad_sequence(ids, batch_first=True, padding_value=pad_id),
-        "attention_mask": pad_sequence([torch.ones(len(i), dtype=torch.long) for i in ids], batch_first=True),
-        "word_index": pad_sequence(word_index, batch_first=True),
-        "word_mask": pad_sequence([torch.ones(len(w), dtype=torch.bool) for w in word_index], batch_first=True),
-        "spans": [r["spans"] for r in rows],
-    }
+    """Pad a batch of windows to its own longest window (dynamic padding)."""
+    input_ids, attention = pad([r["input_ids"] for r in rows], pad_id)
+    word_index, word_mask = pad([r["word_index"] for r in rows])
+    return {"input_ids": input_ids, "attention_mask": attention.long(), "word_index": word_index,
+            "word_mask": word_mask, "spans": [r["spans"] for r in rows]}
