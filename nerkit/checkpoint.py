@@ -1,9 +1,9 @@
 """Crash-safe training checkpoints: atomic directories, rotation and exact resume, without pickle.
 
-A checkpoint ``checkpoints/step-00000120/`` is a complete run directory (``NerModel.save``: it
-loads with ``Predictor.from_run``) plus ``trainer_state.json`` and ``trainer_state.safetensors``:
-optimizer and scheduler state, the torch / numpy / python RNG states and the position in
-training, with every tensor in the safetensors file and everything else in plain JSON. It is
+A checkpoint ``checkpoints/step-00000120/`` is a complete run directory of any task (the
+model's own ``save``: it loads like the run directory) plus ``trainer_state.json`` and
+``trainer_state.safetensors``: optimizer, scheduler and (fp16) gradient-scaler state, the
+torch / numpy / python RNG states and the position in training, with every tensor in the safetensors file and everything else in plain JSON. It is
 written into a hidden temporary sibling, synced to disk, marked ``COMPLETE`` and renamed into
 place, so a crash leaves either the finished checkpoint or a ``.tmp-*`` directory that nothing
 ever loads. Rotation keeps the last ``keep`` checkpoints plus the one holding the best model.
@@ -19,14 +19,14 @@ import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 from safetensors.torch import load_file, load_model, save_file
 
-from nerkit.model import CONFIG, ENCODER_DIR, LABELS, WEIGHTS, NerModel
+from nerkit.model import CONFIG, ENCODER_DIR, LABELS, WEIGHTS
 
 log = logging.getLogger(__name__)
 
@@ -40,10 +40,22 @@ class TrainerState:
 
     epoch: int = 0
     batch: int = 0
-    step: int = 0
-    best_f1: float = -1.0
+    step: int = 0  # optimizer steps
+    best_metric: float = -1.0  # the task's primary dev metric (higher is better) of the best model
     best_step: int | None = None  # the step whose checkpoint holds the best model
+    bad_evaluations: int = 0  # evaluations since the best one (early stopping)
+    elapsed: float = 0.0  # training seconds so far, over all resumed runs
     history: list[dict] = field(default_factory=list)
+
+
+class SavableModel(Protocol):
+    """What a checkpoint needs of a task's model: its run-directory writer and its label map."""
+
+    label_map: dict[str, list[str]]
+
+    def save(self, directory: str | Path, cfg: DictConfig) -> None: ...
+
+    def parameters(self): ...
 
 
 def _name(step: int) -> str:
@@ -81,10 +93,10 @@ def find_resume_checkpoint(resume: bool | str | None, own_checkpoints: Path) -> 
 class Checkpointer:
     """Saves and restores everything ``train`` needs to continue bit-for-bit."""
 
-    def __init__(self, root: Path, model: NerModel, cfg: DictConfig, optimizer: torch.optim.Optimizer,
-                 scheduler: torch.optim.lr_scheduler.LRScheduler, keep: int):
+    def __init__(self, root: Path, model: SavableModel, cfg: DictConfig, optimizer: torch.optim.Optimizer,
+                 scheduler: torch.optim.lr_scheduler.LRScheduler, keep: int, scaler: torch.amp.GradScaler | None = None):
         self.root, self.model, self.cfg = root, model, cfg
-        self.optimizer, self.scheduler, self.keep = optimizer, scheduler, keep
+        self.optimizer, self.scheduler, self.keep, self.scaler = optimizer, scheduler, keep, scaler
 
     def save(self, state: TrainerState) -> Path | None:
         if self.keep <= 0:
@@ -95,7 +107,8 @@ class Checkpointer:
         self.model.save(tmp, self.cfg)
         tensors: dict[str, torch.Tensor] = {}
         everything = {"trainer": asdict(state), "optimizer": self.optimizer.state_dict(),
-                      "scheduler": self.scheduler.state_dict(), "rng": _rng_states()}
+                      "scheduler": self.scheduler.state_dict(), "rng": _rng_states(),
+                      "scaler": self.scaler.state_dict() if self.scaler else None}
         (tmp / STATE_JSON).write_text(json.dumps(_encode(everything, tensors, "")))
         save_file(tensors, str(tmp / STATE_TENSORS))
         (tmp / COMPLETE).write_text(f"step {state.step}\n")
@@ -124,10 +137,11 @@ class Checkpointer:
         """Load weights, optimizer, scheduler and RNG states from ``path``; put the best model so
         far into ``output_dir`` (None: leave that to another process). Call it last before the
         loop: it sets the global RNG states."""
-        saved_labels = json.loads((path / LABELS).read_text())["entity_types"]
-        if saved_labels != self.model.head.entity_types:
-            raise ValueError(f"{path / LABELS}: the checkpoint was trained on entity types {saved_labels}, "
-                             f"the data now gives {self.model.head.entity_types}; cannot resume")
+        saved_labels, labels = json.loads((path / LABELS).read_text()), self.model.label_map
+        if saved_labels != labels:
+            [(key, now)] = labels.items()
+            raise ValueError(f"{path / LABELS}: the checkpoint was trained on {key.replace('_', ' ')} "
+                             f"{saved_labels.get(key, saved_labels)}, the data now gives {now}; cannot resume")
         changed = _changed_keys(OmegaConf.load(path / CONFIG), self.cfg)
         if changed:
             log.warning("resuming with a config that differs from the checkpoint's in %s: the run will not "
@@ -136,14 +150,19 @@ class Checkpointer:
         everything = _decode(json.loads((path / STATE_JSON).read_text()), load_file(str(path / STATE_TENSORS)))
         self.optimizer.load_state_dict(everything["optimizer"])
         self.scheduler.load_state_dict(everything["scheduler"])
+        if (self.scaler is None) != (everything.get("scaler") is None):
+            raise ValueError(f"{path}: the checkpoint was trained with{'out' if self.scaler else ''} fp16 gradient "
+                             "scaling; resume it with the same trainer.precision")
+        if self.scaler:
+            self.scaler.load_state_dict(everything["scaler"])
         state = TrainerState(**everything["trainer"])
         best = path.parent / _name(state.best_step) if state.best_step is not None else None
         if best is not None and output_dir is not None:
             if (best / COMPLETE).is_file():
                 _export_model(best, output_dir)
             else:
-                log.warning("%s is gone: the run directory gets a model only when dev F1 beats %.4f again",
-                            best, state.best_f1)
+                log.warning("%s is gone: the run directory gets a model only when the dev metric beats %.4f again",
+                            best, state.best_metric)
         _set_rng_states(everything["rng"])
         return state
 

@@ -3,12 +3,13 @@
 Both launchers set ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT``;
 without them (``WORLD_SIZE`` unset or 1) everything here is a no-op and training runs as one
 process. Every process reads the data and builds the same global batches (their order depends
-only on seed and epoch); each takes every ``world_size``-th row of each, and the losses are
-weighted so that the averaged gradient is that of the whole global batch, as in one process.
+only on seed and epoch); each takes every ``world_size``-th row of each, and the engine weights
+the losses so that the averaged gradient is that of the whole global batch, as in one process.
 Only rank 0 evaluates and writes files; the others wait for it at their next collective call.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from dataclasses import dataclass
@@ -69,16 +70,26 @@ class Processes:
         rows = list(batch[self.rank :: self.world_size])
         return (rows, True) if rows else (list(batch[:1]), False)
 
-    def global_loss(self, loss: torch.Tensor, units: torch.Tensor | int) -> tuple[torch.Tensor, torch.Tensor]:
-        """This process's loss (a mean over ``units`` words or rows), rescaled for ``backward`` so
-        that DDP's average of the gradients equals the gradient of the mean over the whole global
-        batch; and that global mean, the same on every process (for the log and the finite check)."""
+    def total(self, values: torch.Tensor) -> torch.Tensor:
+        """Element-wise sum of ``values`` over all processes (``values`` itself in one process)."""
         if self.world_size == 1:
-            return loss, loss.detach()
-        units = torch.as_tensor(units, dtype=torch.float64, device=loss.device)
-        sums = torch.stack([loss.detach().double() * units, units])
-        dist.all_reduce(sums)
-        return loss * (units * self.world_size / sums[1]).to(loss.dtype), (sums[0] / sums[1]).to(loss.dtype)
+            return values
+        values = values.clone()
+        dist.all_reduce(values)
+        return values
+
+    def rank_0_says(self, flag: bool, device: torch.device) -> bool:
+        """Rank 0's ``flag`` on every process (rank 0 alone evaluates, so it decides to stop)."""
+        if self.world_size == 1:
+            return flag
+        value = torch.tensor([float(flag)], device=device)
+        dist.broadcast(value, src=0)
+        return bool(value.item())
+
+    @staticmethod
+    def no_sync(net: nn.Module, sync: bool) -> contextlib.AbstractContextManager:
+        """Accumulating micro-batches: DDP averages gradients only in the step's last backward."""
+        return contextlib.nullcontext() if sync or not isinstance(net, DistributedDataParallel) else net.no_sync()
 
     def close(self) -> None:
         """Leave the process group after the last collective call (the last gradient average)."""

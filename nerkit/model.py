@@ -50,10 +50,15 @@ class NerModel(nn.Module):
         for name, param in self.encoder.named_parameters():
             (no_decay if param.ndim < 2 else decay).append(param)
         return [
-            {"params": decay, "lr": lr, "weight_decay": weight_decay},
-            {"params": no_decay, "lr": lr, "weight_decay": 0.0},
+            {"name": "encoder", "params": decay, "lr": lr, "weight_decay": weight_decay},
+            {"name": "encoder_no_decay", "params": no_decay, "lr": lr, "weight_decay": 0.0},
             *self.head.param_groups(lr, weight_decay),
         ]
+
+    @property
+    def label_map(self) -> dict[str, list[str]]:
+        """What labels.json holds (a checkpoint is resumed only with the same)."""
+        return {"entity_types": self.head.entity_types}
 
     def save(self, directory: str | Path, cfg: DictConfig) -> None:
         save_run(directory, self, cfg, "entity_types", self.head.entity_types)

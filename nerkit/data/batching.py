@@ -86,12 +86,19 @@ def length_grouped_batches(lengths: Sequence[int], batch_size: int, seed: int) -
     return [[int(i) for i in batches[b]] for b in rng.permutation(len(batches))]
 
 
-def pad(sequences: Sequence[Sequence[int]], value: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def pad(sequences: Sequence[Sequence[int]] | Sequence[torch.Tensor], value: int | float = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Rows of different lengths -> a [rows, longest] long tensor padded with ``value``, and the
-    boolean mask of real positions. The one padding routine of training and prediction."""
+    boolean mask of real positions. Rows given as tensors [length, ...] keep their dtype and
+    trailing dimensions (e.g. per-word score vectors). The one padding routine of training and
+    prediction."""
     width = max((len(s) for s in sequences), default=0)
     lengths = torch.tensor([len(s) for s in sequences], dtype=torch.long)
     mask = torch.arange(width) < lengths[:, None]
+    if sequences and isinstance(sequences[0], torch.Tensor):
+        first = sequences[0]
+        padded = torch.full((len(sequences), width, *first.shape[1:]), value, dtype=first.dtype, device=first.device)
+        padded[mask] = torch.cat(list(sequences))
+        return padded, mask.to(first.device)
     padded = torch.full((len(sequences), width), value, dtype=torch.long)
     padded[mask] = torch.tensor([x for s in sequences for x in s], dtype=torch.long)
     return padded, mask

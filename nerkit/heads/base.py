@@ -12,6 +12,7 @@ from typing import Any, ClassVar, NamedTuple, Sequence
 import torch
 from torch import nn
 
+from nerkit.data.batching import pad
 from nerkit.data.schemes import get_scheme
 from nerkit.data.windowing import Window, word_owners
 
@@ -64,7 +65,7 @@ class Head(nn.Module, ABC):
 
     def param_groups(self, base_lr: float, weight_decay: float) -> list[dict]:
         """Optimizer groups for the head's parameters: ``head.lr`` when set, else the encoder's."""
-        return [{"params": list(self.parameters()), "lr": self.lr or base_lr, "weight_decay": weight_decay}]
+        return [{"name": "head", "params": list(self.parameters()), "lr": self.lr or base_lr, "weight_decay": weight_decay}]
 
 
 class TokenHead(Head):
@@ -130,8 +131,7 @@ class TokenHead(Head):
             longest = len(stitched[order[-1]])
             take = max(1, chunk_words // max(longest, 1))
             batch, order = order[-take:], order[:-take]
-            padded = nn.utils.rnn.pad_sequence([stitched[i] for i in batch], batch_first=True)
-            mask = nn.utils.rnn.pad_sequence([torch.ones(len(stitched[i]), dtype=torch.bool) for i in batch], batch_first=True)
+            padded, mask = pad([stitched[i] for i in batch])
             for i, spans in zip(batch, self.decode(padded, mask)):
                 results[i] = spans
         return results

@@ -49,6 +49,6 @@ class CRFHead(TokenHead):
         lr = self.lr or base_lr
         # Weight decay would pull the pinned forbidden transitions towards zero.
         return [
-            {"params": list(self.classifier.parameters()), "lr": lr, "weight_decay": weight_decay},
-            {"params": list(self.crf.parameters()), "lr": lr, "weight_decay": 0.0},
+            {"name": "head", "params": list(self.classifier.parameters()), "lr": lr, "weight_decay": weight_decay},
+            {"name": "crf", "params": list(self.crf.parameters()), "lr": lr, "weight_decay": 0.0},
         ]

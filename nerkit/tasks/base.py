@@ -1,0 +1,68 @@
+"""What a task gives the engine. A new task is one module here plus one ``conf/task/*.yaml``
+whose ``_target_`` names its class; the engine never changes for it."""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Sequence
+
+import torch
+from omegaconf import DictConfig
+from torch import nn
+
+
+@dataclass
+class Batch:
+    """One (micro-)batch on its device, as the task's ``loss`` wants it."""
+
+    inputs: dict[str, Any]
+    units: float  # how many terms the loss averages over: micro-batches and processes are weighted by it
+    tokens: int  # real (non-pad) tokens, for the throughput log
+
+
+class Task(ABC):
+    metric: ClassVar[str]  # the primary dev metric (higher is better): best model, early stopping, sweeps
+
+    def __init__(self, cfg: DictConfig, device: torch.device):
+        self.cfg, self.device = cfg, device
+        self.model: nn.Module  # set by the task: built from the config and the training data
+
+    @abstractmethod
+    def lengths(self) -> list[int]:
+        """Per training example, its length in tokens (the engine groups similar lengths)."""
+
+    @abstractmethod
+    def batch(self, rows: Sequence[int]) -> Batch:
+        """Training examples ``rows`` -> a padded batch on the task's device."""
+
+    @abstractmethod
+    def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
+        """Mean loss over ``batch.units``; ``model`` is ``self.model`` or its data-parallel wrapper."""
+
+    def param_groups(self, lr: float, weight_decay: float) -> list[dict]:
+        """Optimizer groups (a ``name`` each, for the log); no decay on biases and norms."""
+        trained = [p for p in self.model.parameters() if p.requires_grad]
+        return [{"name": "weights", "params": [p for p in trained if p.ndim >= 2], "lr": lr, "weight_decay": weight_decay},
+                {"name": "no_decay", "params": [p for p in trained if p.ndim < 2], "lr": lr, "weight_decay": 0.0}]
+
+    @abstractmethod
+    def has_split(self, split: str) -> bool:
+        """Whether the config names data for ``split`` (dev, test)."""
+
+    @abstractmethod
+    def evaluate(self, model: nn.Module, split: str) -> dict:
+        """Score ``model`` on ``split``; the result holds ``self.metric``."""
+
+    def save(self, run_dir: Path) -> None:
+        """Write the run directory (weights, config, labels, encoder files)."""
+        self.model.save(run_dir, self.cfg)
+
+    @abstractmethod
+    def load(self, run_dir: Path) -> nn.Module:
+        """The model a run directory holds (the best one, for the final test score)."""
+
+    def summary(self) -> dict:
+        """Facts about the run for metrics.json (sizes of data and model)."""
+        return {"parameters": sum(p.numel() for p in self.model.parameters()),
+                "trained_parameters": sum(p.numel() for p in self.model.parameters() if p.requires_grad)}
