@@ -24,6 +24,7 @@ import onnxruntime
 import torch
 from omegaconf import MISSING
 
+from nerkit.cli import parse_args, setup_logging
 from nerkit.encoders.bert import BertEncoder
 from nerkit.model import WEIGHTS, NerModel
 from nerkit.predict import Predictor
@@ -128,8 +129,6 @@ class ExportConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from nerkit.predict_cli import parse_args, setup_logging
-
     setup_logging()
     cfg = parse_args(ExportConfig, sys.argv[1:] if argv is None else argv, __doc__)
     print(export_onnx(cfg.run_dir, cfg.output, cfg.opset))

@@ -24,28 +24,21 @@ import tempfile
 from dataclasses import asdict, dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Iterator, Optional, TypeVar
+from typing import Iterator, Optional
 
-import torch
-from omegaconf import MISSING, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf import MISSING
 from tqdm.auto import tqdm
 
+from nerkit.cli import Backend, load_predictor, parse_args, setup_logging
 from nerkit.predict import Predictor
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 
 class Format(str, Enum):
     auto = "auto"
     text = "text"
     jsonl = "jsonl"
-
-
-class Backend(str, Enum):
-    torch = "torch"
-    onnx = "onnx"
 
 
 @dataclass
@@ -73,39 +66,6 @@ class PredictStats:
 
 class BadLine(ValueError):
     pass
-
-
-def parse_args(schema: type[T], argv: list[str], usage: str) -> T:
-    """``key=value`` arguments checked against a dataclass (types, unknown and missing keys)."""
-    if {"-h", "--help"} & set(argv):
-        print(usage)
-        raise SystemExit(0)
-    try:
-        cfg = OmegaConf.merge(OmegaConf.structured(schema), OmegaConf.from_cli(argv))
-        missing = sorted(OmegaConf.missing_keys(cfg))
-        if missing:
-            raise SystemExit(f"missing required argument(s): {', '.join(k + '=...' for k in missing)}\n\n{usage}")
-        return OmegaConf.to_object(cfg)
-    except OmegaConfBaseException as err:
-        raise SystemExit(f"bad argument: {err}\n\n{usage}") from None
-
-
-def setup_logging() -> None:
-    """nerkit's messages at INFO on stderr, other libraries' at WARNING."""
-    logging.basicConfig(format="%(levelname)s %(message)s")
-    for name in ("nerkit", "__main__"):  # a module run with -m logs as __main__
-        logging.getLogger(name).setLevel(logging.INFO)
-
-
-def load_predictor(run_dir: str | Path, backend: Backend = Backend.torch, device: str | None = None,
-                   batch_size: int = 64, threads: int | None = None) -> Predictor:
-    if Backend(backend) is Backend.onnx:
-        from nerkit.export import OnnxPredictor
-
-        return OnnxPredictor.from_run(run_dir, batch_size=batch_size, threads=threads)
-    if threads:
-        torch.set_num_threads(threads)
-    return Predictor.from_run(run_dir, device, batch_size)
 
 
 def parse_line(raw: bytes, line_no: int, fmt: Format) -> tuple[str | int, str]:

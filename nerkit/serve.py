@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_mod
 from starlette.responses import JSONResponse
 
 from nerkit.predict import Predictor
-from nerkit.predict_cli import Backend, load_predictor, parse_args
+from nerkit.cli import Backend, load_predictor, parse_args
 
 
 @dataclass

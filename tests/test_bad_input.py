@@ -12,8 +12,8 @@ from nerkit.data.schemes import Span, get_scheme
 from nerkit.heads.softmax import SoftmaxHead
 from nerkit.model import LABELS, NerModel
 from nerkit.predict import Predictor
-from nerkit.train import entity_types_of
-from tests.conftest import TOY_SENTENCES, make_cfg, write_conll
+from nerkit.tasks.ner import entity_types_of
+from tests.helpers import TOY_SENTENCES, make_cfg, write_conll
 
 TYPES = ["LOC", "ORG", "PER"]
 

@@ -18,24 +18,24 @@ from nerkit import checkpoint as ckpt
 from nerkit.checkpoint import Checkpointer, TrainerState, complete_checkpoints, find_resume_checkpoint
 from nerkit.model import NerModel
 from nerkit.predict import Predictor
-from tests.conftest import TOY_SENTENCES, make_cfg, write_conll
+from tests.helpers import TOY_SENTENCES, make_cfg, write_conll
 
 ROOT = Path(__file__).resolve().parents[1]
 TYPES = ["LOC", "ORG", "PER"]
 
-# Runs `python -m nerkit.train`, but SIGKILLs itself when asked for its N-th training batch: a
-# hard crash at a chosen point in the middle of an epoch, without racing a timer.
-KILL_AT_BATCH = """
+# Runs `python -m nerkit.train`, but SIGKILLs itself when the engine is asked for its N-th
+# optimizer step: a hard crash at a chosen point in the middle of an epoch, without racing a timer.
+KILL_AT_STEP = """
 import os, runpy, signal
-import nerkit.data.batching as batching
-calls, real_collate = 0, batching.collate
-def collate(*args, **kwargs):
+from nerkit.engine import Engine
+calls, real_step = 0, Engine.step
+def step(*args, **kwargs):
     global calls
     calls += 1
-    if calls == int(os.environ["KILL_AT_BATCH"]):
+    if calls == int(os.environ["KILL_AT_STEP"]):
         os.kill(os.getpid(), signal.SIGKILL)
-    return real_collate(*args, **kwargs)
-batching.collate = collate
+    return real_step(*args, **kwargs)
+Engine.step = step
 runpy.run_module("nerkit.train", run_name="__main__", alter_sys=True)
 """
 
@@ -44,26 +44,47 @@ def _env() -> dict:
     return {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
 
 
-def _overrides(tiny_bert_dir: Path, data: Path, run_dir: Path) -> list[str]:
-    return [f"encoder.pretrained={tiny_bert_dir}", f"data.train.path={data}", f"data.dev.path={data}",
-            "trainer.epochs=2", "trainer.batch_size=2", "trainer.lr=1e-3", "trainer.checkpoint_every=4",
-            "trainer.device=cpu", f"hydra.run.dir={run_dir}"]
+def _task_data(task: str, tmp_path: Path) -> list[str]:
+    """12 training examples for ``task``: 6 steps of 2 per epoch."""
+    if task == "ner":
+        data = write_conll(tmp_path / "toy.conll", TOY_SENTENCES * 3)
+        return [f"data.train.path={data}", f"data.dev.path={data}"]
+    rows = [{"text": ("good news " if i % 2 else "bad news ") * (3 + i), "label": "pos" if i % 2 else "neg"}
+            for i in range(12)]
+    for split in ("train", "dev"):
+        (tmp_path / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return ["task=classify", "data=classify_jsonl", f"data.root={tmp_path}", "max_length=16", "stride=4"]
 
 
-def test_sigkill_mid_epoch_then_resume_gives_identical_weights_and_metrics(tiny_bert_dir, tmp_path):
-    data = write_conll(tmp_path / "toy.conll", TOY_SENTENCES * 3)  # 12 windows: 6 batches of 2 per epoch
+def _overrides(tiny_bert_dir: Path, data: list[str], run_dir: Path) -> list[str]:
+    return [f"encoder.pretrained={tiny_bert_dir}", *data, "trainer.epochs=2", "trainer.batch_size=2",
+            "trainer.lr=1e-3", "trainer.checkpoint_every=4", "trainer.log_every=1", "trainer.device=cpu",
+            f"hydra.run.dir={run_dir}"]
+
+
+def _train_records(run_dir: Path) -> list[tuple]:
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [(r["step"], r["loss"], r["lr"]) if r["type"] == "train" else (r["step"], r["dev"]) for r in records]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task", ["ner", "classify"])
+def test_sigkill_mid_epoch_then_resume_gives_identical_weights_and_metrics(tiny_bert_dir, tmp_path, task):
+    data = _task_data(task, tmp_path)
     plain, crashed = tmp_path / "plain", tmp_path / "crashed"
     train = [sys.executable, "-m", "nerkit.train"]
-    # Batch 10 is the 4th of epoch 1: the newest checkpoint then is step 8, 2 batches into epoch 1.
+    # Step 10 is the 4th of epoch 1: the newest checkpoint then is step 8, 2 steps into epoch 1.
     jobs = [subprocess.Popen(train + _overrides(tiny_bert_dir, data, plain), env=_env(), cwd=ROOT,
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True),
-            subprocess.Popen([sys.executable, "-c", KILL_AT_BATCH, *_overrides(tiny_bert_dir, data, crashed)],
-                             env={**_env(), "KILL_AT_BATCH": "10"}, cwd=ROOT,
+            subprocess.Popen([sys.executable, "-c", KILL_AT_STEP, *_overrides(tiny_bert_dir, data, crashed)],
+                             env={**_env(), "KILL_AT_STEP": "10"}, cwd=ROOT,
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)]
     (_, plain_err), (_, crash_err) = [job.communicate(timeout=300) for job in jobs]
     assert jobs[0].returncode == 0, plain_err
     assert jobs[1].returncode == -9, crash_err
-    assert not (crashed / "metrics.json").exists()
+    # The killed run's metrics.json says how far it got, and that it did not finish.
+    killed = json.loads((crashed / "metrics.json").read_text())
+    assert killed["finished"] is False and [h["step"] for h in killed["history"]] == [6]
     assert [p.name for p in complete_checkpoints(crashed / "checkpoints")] == ["step-00000006", "step-00000008"]
 
     resumed = subprocess.run(train + _overrides(tiny_bert_dir, data, crashed) + ["resume=true"], env=_env(), cwd=ROOT,
@@ -71,8 +92,11 @@ def test_sigkill_mid_epoch_then_resume_gives_identical_weights_and_metrics(tiny_
     assert resumed.returncode == 0, resumed.stderr
 
     want, got = (json.loads((d / "metrics.json").read_text()) for d in (plain, crashed))
-    assert got["resumed_from"] == str(crashed / "checkpoints" / "step-00000008")
-    assert got["history"] == want["history"] and got["best_dev_f1"] == want["best_dev_f1"]
+    metric = "best_dev_f1" if task == "ner" else "best_dev_accuracy"
+    assert got["resumed_from"] == str(crashed / "checkpoints" / "step-00000008") and got["finished"] is True
+    assert got["history"] == want["history"] and got[metric] == want[metric]
+    # metrics.jsonl: the crashed attempt's records past step 8 were replaced by the resumed run's.
+    assert _train_records(crashed) == _train_records(plain) and len(_train_records(plain)) == 12 + 2
     final = "checkpoints/step-00000012"
     for name in ("model.safetensors", f"{final}/model.safetensors", f"{final}/trainer_state.safetensors"):
         a, b = load_file(plain / name), load_file(crashed / name)  # weights; optimizer moments and RNG
@@ -133,7 +157,7 @@ def test_restore_is_exact_and_uses_no_pickle(tiny_bert_dir, tmp_path, monkeypatc
     source = _checkpointer(tiny_bert_dir, tmp_path / "checkpoints")
     _step(source)
     torch.manual_seed(123)
-    saved = source.save(TrainerState(epoch=1, batch=3, step=7, best_f1=0.5, best_step=7, history=[{"epoch": 0}]))
+    saved = source.save(TrainerState(epoch=1, batch=3, step=7, best_metric=0.5, best_step=7, history=[{"epoch": 0}]))
     expected_draw = torch.rand(3)
 
     def no_pickle(*args, **kwargs):
@@ -143,7 +167,7 @@ def test_restore_is_exact_and_uses_no_pickle(tiny_bert_dir, tmp_path, monkeypatc
         monkeypatch.setattr(module, name, no_pickle)
     target = _checkpointer(tiny_bert_dir, tmp_path / "other" / "checkpoints")
     state = target.restore(saved, tmp_path / "other")
-    assert state == TrainerState(epoch=1, batch=3, step=7, best_f1=0.5, best_step=7, history=[{"epoch": 0}])
+    assert state == TrainerState(epoch=1, batch=3, step=7, best_metric=0.5, best_step=7, history=[{"epoch": 0}])
     assert torch.equal(torch.rand(3), expected_draw)  # the RNG continues where it was saved
     for a, b in zip(source.model.parameters(), target.model.parameters()):
         assert torch.equal(a, b)
@@ -209,9 +233,9 @@ def test_resume_with_a_changed_config_names_the_changed_keys(tiny_bert_dir, tmp_
 
 def test_resume_without_the_best_checkpoint_warns(tiny_bert_dir, tmp_path, caplog):
     checkpointer = _checkpointer(tiny_bert_dir, tmp_path / "checkpoints", keep=5)
-    checkpointer.save(TrainerState(step=1, best_f1=0.25, best_step=1))
-    latest = checkpointer.save(TrainerState(step=2, best_f1=0.25, best_step=1))
+    checkpointer.save(TrainerState(step=1, best_metric=0.25, best_step=1))
+    latest = checkpointer.save(TrainerState(step=2, best_metric=0.25, best_step=1))
     shutil.rmtree(tmp_path / "checkpoints" / "step-00000001")  # e.g. only the latest one was copied
     checkpointer.restore(latest, tmp_path / "new")
-    assert "step-00000001 is gone: the run directory gets a model only when dev F1 beats 0.2500" in caplog.text
+    assert "step-00000001 is gone: the run directory gets a model only when the dev metric beats 0.2500" in caplog.text
     assert not (tmp_path / "new" / "model.safetensors").exists()

@@ -9,7 +9,7 @@ import torch
 from omegaconf import open_dict
 from transformers import AutoTokenizer
 
-from conftest import make_cfg
+from tests.helpers import make_cfg
 from nerkit.classification import Classifier, DocClassifier, DocumentInputs
 from nerkit.data.encoding import TextEncoder
 from nerkit.data.readers import DataError, read_hyperpartisan, read_jsonl_labels, split_documents

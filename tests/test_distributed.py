@@ -15,7 +15,7 @@ from transformers import BertConfig, get_linear_schedule_with_warmup
 
 from nerkit.checkpoint import Checkpointer, TrainerState
 from nerkit.model import NerModel
-from tests.conftest import TOY_SENTENCES, make_cfg, write_conll
+from tests.helpers import TOY_SENTENCES, make_cfg, write_conll
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -96,9 +96,9 @@ def test_on_resume_the_other_processes_load_the_checkpoint_without_writing_the_r
         return Checkpointer(run / "checkpoints", model, cfg, optimizer, scheduler, keep=2)
 
     cfg, run = make_cfg([f"encoder.pretrained={tiny_bert_dir}"]), tmp_path / "run"
-    saved = checkpointer(0).save(TrainerState(epoch=1, step=4, best_f1=0.5, best_step=4))
+    saved = checkpointer(0).save(TrainerState(epoch=1, step=4, best_metric=0.5, best_step=4))
     rank1 = checkpointer(1)  # other head weights than rank 0's
-    assert rank1.restore(saved, None) == TrainerState(epoch=1, step=4, best_f1=0.5, best_step=4)
+    assert rank1.restore(saved, None) == TrainerState(epoch=1, step=4, best_metric=0.5, best_step=4)
     assert not (run / "model.safetensors").exists()  # rank 0 exports the best model, nobody else
     assert load_file(saved / "model.safetensors").keys() == rank1.model.state_dict().keys()
     for key, value in load_file(saved / "model.safetensors").items():

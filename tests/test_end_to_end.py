@@ -7,7 +7,7 @@ import torch
 from nerkit.predict import Predictor
 from nerkit.train import train
 
-from conftest import make_cfg
+from tests.helpers import make_cfg
 
 ODD_TEXTS = [
     "John  Smith lives in\tBerlin .",

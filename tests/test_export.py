@@ -6,7 +6,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import make_cfg, save_tiny_run
+from tests.helpers import make_cfg, save_tiny_run
 
 from nerkit.export import OnnxPredictor, export_onnx
 from nerkit.model import NerModel

@@ -9,7 +9,7 @@ from nerkit.heads.global_pointer import EfficientGlobalPointerHead, GlobalPointe
 from nerkit.heads.softmax import SoftmaxHead
 from nerkit.model import NerModel
 
-from conftest import make_cfg
+from tests.helpers import make_cfg
 
 TYPES = ["LOC", "PER"]
 HEADS = [SoftmaxHead, CRFHead, GlobalPointerHead, EfficientGlobalPointerHead]

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import torch
-from conftest import make_cfg
+from tests.helpers import make_cfg
 
 from nerkit.model import NerModel
 from nerkit.predict import Predictor

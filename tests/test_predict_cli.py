@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import save_tiny_run
+from tests.helpers import save_tiny_run
 
 from nerkit.predict import Predictor
 from nerkit.predict_cli import Format, PredictConfig, main, predict_file

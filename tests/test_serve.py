@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 import uvicorn
-from conftest import save_tiny_run
+from tests.helpers import save_tiny_run
 
 from nerkit.predict import Predictor
 from nerkit.serve import Limits, create_app, main

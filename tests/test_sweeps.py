@@ -14,7 +14,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from conftest import CONF_DIR, TOY_SENTENCES, write_conll
+from tests.helpers import CONF_DIR, TOY_SENTENCES, write_conll
 from nerkit.data.readers import read_conll
 from nerkit.predict import Predictor
 from nerkit.report import build_report, collect

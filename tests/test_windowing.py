@@ -310,7 +310,7 @@ def test_global_pointer_keeps_each_span_once_from_its_most_central_window():
 def test_conll_document_level_config_reads_whole_documents():
     from hydra.utils import instantiate
 
-    from conftest import make_cfg
+    from tests.helpers import make_cfg
 
     cfg = make_cfg(["data=conll2003_docs"])
     docs = instantiate(cfg.data.train)

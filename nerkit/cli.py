@@ -1,0 +1,54 @@
+"""What the command-line faces share: ``key=value`` argument parsing, logging set-up and
+loading a predictor for a run directory (PyTorch, or ONNX Runtime from ``nerkit.export``)."""
+from __future__ import annotations
+
+import logging
+from enum import Enum
+from pathlib import Path
+from typing import TypeVar
+
+import torch
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from nerkit.predict import Predictor
+
+T = TypeVar("T")
+
+
+class Backend(str, Enum):
+    torch = "torch"
+    onnx = "onnx"
+
+
+def parse_args(schema: type[T], argv: list[str], usage: str) -> T:
+    """``key=value`` arguments checked against a dataclass (types, unknown and missing keys)."""
+    if {"-h", "--help"} & set(argv):
+        print(usage)
+        raise SystemExit(0)
+    try:
+        cfg = OmegaConf.merge(OmegaConf.structured(schema), OmegaConf.from_cli(argv))
+        missing = sorted(OmegaConf.missing_keys(cfg))
+        if missing:
+            raise SystemExit(f"missing required argument(s): {', '.join(k + '=...' for k in missing)}\n\n{usage}")
+        return OmegaConf.to_object(cfg)
+    except OmegaConfBaseException as err:
+        raise SystemExit(f"bad argument: {err}\n\n{usage}") from None
+
+
+def setup_logging() -> None:
+    """nerkit's messages at INFO on stderr, other libraries' at WARNING."""
+    logging.basicConfig(format="%(levelname)s %(message)s")
+    for name in ("nerkit", "__main__"):  # a module run with -m logs as __main__
+        logging.getLogger(name).setLevel(logging.INFO)
+
+
+def load_predictor(run_dir: str | Path, backend: Backend = Backend.torch, device: str | None = None,
+                   batch_size: int = 64, threads: int | None = None) -> Predictor:
+    if Backend(backend) is Backend.onnx:
+        from nerkit.export import OnnxPredictor  # lazy: onnxruntime is an extra, and export uses this module
+
+        return OnnxPredictor.from_run(run_dir, batch_size=batch_size, threads=threads)
+    if threads:
+        torch.set_num_threads(threads)
+    return Predictor.from_run(run_dir, device, batch_size)
