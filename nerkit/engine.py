@@ -104,6 +104,8 @@ class Engine:
                     runlog.train_step(state, epoch, loss, tokens, time.perf_counter() - step_started, optimizer)
 
                 last = state.step == total_steps
+                if last and runlog:
+                    runlog.flush()
                 if last or (t.eval_every and state.step % t.eval_every == 0) or (not t.eval_every and epoch_done):
                     if processes.is_main:
                         self.evaluate(task, state, epoch, runlog, results)
@@ -114,6 +116,8 @@ class Engine:
                 elif t.checkpoint_every and state.step % t.checkpoint_every == 0 and processes.is_main:
                     checkpoints.save(state)
                 if stop:
+                    if runlog:
+                        runlog.flush()
                     log.info("no dev %s improvement in %d evaluations: stopping at step %d", task.metric, t.patience,
                              state.step)
                     break
@@ -213,19 +217,27 @@ class RunLog:
 
     def train_step(self, state: TrainerState, epoch: int, loss: float, tokens: float, seconds: float,
                    optimizer: torch.optim.Optimizer) -> None:
+        """Count one step; every ``log_every`` steps, record their mean loss and throughput."""
         self.loss_sum, self.tokens, self.seconds, self.steps = (self.loss_sum + loss, self.tokens + tokens,
                                                                 self.seconds + seconds, self.steps + 1)
-        if state.step % self.log_every:
+        self.last = (state.step, epoch, state.elapsed, optimizer)
+        if state.step % self.log_every == 0:
+            self.flush()
+
+    def flush(self) -> None:
+        """Record the steps counted since the last record (at the end: a partial ``log_every``)."""
+        if not self.steps:
             return
+        step, epoch, elapsed, optimizer = self.last
         lrs = {group.get("name", str(i)): group["lr"] for i, group in enumerate(optimizer.param_groups)}
-        record = {"type": "train", "step": state.step, "epoch": epoch, "loss": self.loss_sum / self.steps, "lr": lrs,
-                  "tokens_per_s": self.tokens / self.seconds, "elapsed": state.elapsed}
+        record = {"type": "train", "step": step, "epoch": epoch, "loss": self.loss_sum / self.steps, "lr": lrs,
+                  "tokens_per_s": self.tokens / self.seconds, "elapsed": elapsed}
         self.write(record)
         if self.tensorboard:
-            self.tensorboard.add_scalar("train/loss", record["loss"], state.step)
-            self.tensorboard.add_scalar("train/tokens_per_s", record["tokens_per_s"], state.step)
+            self.tensorboard.add_scalar("train/loss", record["loss"], step)
+            self.tensorboard.add_scalar("train/tokens_per_s", record["tokens_per_s"], step)
             for name, lr in lrs.items():
-                self.tensorboard.add_scalar(f"lr/{name}", lr, state.step)
+                self.tensorboard.add_scalar(f"lr/{name}", lr, step)
         self.loss_sum = self.tokens = self.seconds = 0.0
         self.steps = 0
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -32,3 +33,14 @@ def tiny_bert_dir(tmp_path_factory) -> Path:
 @pytest.fixture
 def toy_conll(tmp_path) -> Path:
     return write_conll(tmp_path / "toy.conll", TOY_SENTENCES)
+
+
+@pytest.fixture(scope="session")
+def bert_without_dropout(tiny_bert_dir, tmp_path_factory) -> Path:
+    """Dropout draws from each process's own random stream; without it the runs are comparable."""
+    directory = tmp_path_factory.mktemp("tiny_bert_no_dropout")
+    shutil.copytree(tiny_bert_dir, directory, dirs_exist_ok=True)
+    config = BertConfig.from_pretrained(directory)
+    config.hidden_dropout_prob = config.attention_probs_dropout_prob = 0.0
+    config.save_pretrained(directory)
+    return directory

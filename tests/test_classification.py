@@ -9,8 +9,8 @@ import torch
 from omegaconf import open_dict
 from transformers import AutoTokenizer
 
-from tests.helpers import make_cfg
-from nerkit.classification import Classifier, DocClassifier, DocumentInputs
+from tests.helpers import make_cfg, shared_data
+from nerkit.classifier import Classifier, DocClassifier, DocumentInputs, batch_tensors
 from nerkit.data.encoding import TextEncoder
 from nerkit.data.readers import DataError, read_hyperpartisan, read_jsonl_labels, split_documents
 from nerkit.encoders.bert import BertEncoder
@@ -110,8 +110,6 @@ def test_pooling_is_per_document(tiny_bert_dir, tokenizer, pooling):
     docs = DocumentInputs(enc, "windows")([long_text, short_text])
     assert len(docs[0]) > 1 and len(docs[1]) == 1
     pad = tokenizer.pad_token_id
-    from nerkit.classification import batch_tensors
-
     together = model(*batch_tensors(docs, pad, torch.device("cpu")))
     alone = [model(*batch_tensors([d], pad, torch.device("cpu")))[0] for d in docs]
     torch.testing.assert_close(together, torch.stack(alone), atol=1e-5, rtol=1e-5)
@@ -149,7 +147,7 @@ def test_train_classifier_saves_a_loadable_run(tiny_bert_dir, tmp_path, frozen):
 def test_hyperpartisan_config_holds_out_a_seeded_dev_split():
     from hydra.utils import instantiate
 
-    cfg = make_cfg(["task=classify", "data=hyperpartisan"])
+    cfg = make_cfg(["task=classify", "data=hyperpartisan", f"data.root={shared_data('longtext/hyperpartisan')}"])
     train_docs, dev_docs, test_docs = (instantiate(cfg.data[split]) for split in ("train", "dev", "test"))
     assert (len(train_docs), len(dev_docs), len(test_docs)) == (581, 64, 628)
     assert not {d.id for d in train_docs} & {d.id for d in dev_docs}

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import BertConfig, get_linear_schedule_with_warmup
+from transformers import get_linear_schedule_with_warmup
 
 from nerkit.checkpoint import Checkpointer, TrainerState
 from nerkit.model import NerModel
@@ -32,17 +31,6 @@ def collate(rows, pad_id):
 batching.collate = collate
 runpy.run_module("nerkit.train", run_name="__main__", alter_sys=True)
 """
-
-
-@pytest.fixture(scope="module")
-def bert_without_dropout(tiny_bert_dir, tmp_path_factory) -> Path:
-    """Dropout draws from each process's own random stream; without it the runs are comparable."""
-    directory = tmp_path_factory.mktemp("tiny_bert_no_dropout")
-    shutil.copytree(tiny_bert_dir, directory, dirs_exist_ok=True)
-    config = BertConfig.from_pretrained(directory)
-    config.hidden_dropout_prob = config.attention_probs_dropout_prob = 0.0
-    config.save_pretrained(directory)
-    return directory
 
 
 @pytest.mark.parametrize("head", ["softmax", "global_pointer"])  # losses averaged over words / over rows
