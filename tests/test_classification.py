@@ -9,12 +9,12 @@ import torch
 from omegaconf import open_dict
 from transformers import AutoTokenizer
 
-from tests.helpers import make_cfg, shared_data
 from nerkit.classifier import Classifier, DocClassifier, DocumentInputs, batch_tensors
 from nerkit.data.encoding import TextEncoder
 from nerkit.data.readers import DataError, read_hyperpartisan, read_jsonl_labels, split_documents
 from nerkit.encoders.bert import BertEncoder
 from nerkit.train import train
+from tests.helpers import make_cfg, shared_data
 
 ARTICLES = """<?xml version="1.0" encoding="UTF-8"?><articles>
 <article id="1" title="A  title"> lead <p>First <a href="x">link</a> para.</p> between <p>Second &amp; last.</p></article>
@@ -118,12 +118,27 @@ def test_pooling_is_per_document(tiny_bert_dir, tokenizer, pooling):
     torch.testing.assert_close(model(*batch_tensors([[head]], pad, torch.device("cpu")))[0], alone[1])
 
 
+@pytest.mark.parametrize("sentence_vector", ["cls", "mean", "first_token"])
+def test_sentence_vector_is_taken_from_the_real_tokens(tiny_bert_dir, tokenizer, sentence_vector):
+    torch.manual_seed(0)
+    model = DocClassifier(BertEncoder(str(tiny_bert_dir)), ["a", "b"], sentence_vector=sentence_vector).eval()
+    docs = [[tokenizer("alpha beta gamma delta")["input_ids"]], [tokenizer("x")["input_ids"]]]
+    vectors = model.window_vectors(*batch_tensors(docs, tokenizer.pad_token_id, torch.device("cpu"))[:2])
+    for row, [ids] in enumerate(docs):  # each alone, unpadded: padding must not change its vector
+        hidden = model.encoder(torch.tensor([ids]), torch.ones(1, len(ids), dtype=torch.long))[0]
+        expected = {"cls": hidden[0], "first_token": hidden[1], "mean": hidden.mean(0)}[sentence_vector]
+        torch.testing.assert_close(vectors[row], expected, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="task.sentence_vector must be one of"):
+        DocClassifier(model.encoder, ["a", "b"], sentence_vector="max")
+
+
 @pytest.mark.parametrize("frozen", [False, True])
 def test_train_classifier_saves_a_loadable_run(tiny_bert_dir, tmp_path, frozen):
     data = tmp_path / "d.jsonl"
     rows = [{"text": ("good news " if i % 2 else "bad news ") * (5 + i), "label": "pos" if i % 2 else "neg"} for i in range(12)]
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    cfg = make_cfg(["task=classify", "task.pooling=attention", f"encoder.pretrained={tiny_bert_dir}", "max_length=16",
+    cfg = make_cfg(["task=classify", "task.pooling=attention", "task.sentence_vector=mean",
+                    f"encoder.pretrained={tiny_bert_dir}", "max_length=16",
                     "stride=4", "trainer.epochs=2", "trainer.batch_size=4", "trainer.device=cpu",
                     f"task.freeze_encoder={frozen}", "trainer.lr=1e-3"])
     reader = {"_target_": "nerkit.data.readers.read_jsonl_labels", "path": str(data)}
@@ -131,9 +146,10 @@ def test_train_classifier_saves_a_loadable_run(tiny_bert_dir, tmp_path, frozen):
         cfg.data = {"train": reader, "dev": reader, "test": reader}
     best = train(cfg, tmp_path / "run")
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    assert best == max(h["dev"]["accuracy"] for h in metrics["history"])
+    assert best == max(h["dev"]["accuracy"] for h in metrics["history"]) and metrics["finished"]
     assert metrics["train_inputs"] > len(rows)  # long documents became several windows
     loaded = Classifier.from_run(tmp_path / "run")
+    assert loaded.model.sentence_vector == "mean"
     predicted = loaded.predict([r["text"] for r in rows])
     accuracy = sum(p == r["label"] for (p, _), r in zip(predicted, rows)) / len(rows)
     assert metrics["test"]["accuracy"] == pytest.approx(accuracy)

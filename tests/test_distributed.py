@@ -33,6 +33,7 @@ runpy.run_module("nerkit.train", run_name="__main__", alter_sys=True)
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("head", ["softmax", "global_pointer"])  # losses averaged over words / over rows
 def test_two_processes_train_the_same_model_as_one_on_the_same_global_batch(bert_without_dropout, tmp_path, head):
     # 13 windows in global batches of 3: 2 rows go to rank 0 and 1 to rank 1 (so the losses must be
@@ -73,6 +74,32 @@ def test_two_processes_train_the_same_model_as_one_on_the_same_global_batch(bert
         for key in a:
             torch.testing.assert_close(b[key], a[key], rtol=0, atol=1e-5, msg=f"{name}: {key}")
     assert sorted(p.name for p in (two / "checkpoints").iterdir()) == sorted(p.name for p in (one / "checkpoints").iterdir())
+
+
+@pytest.mark.slow
+def test_classification_trains_the_same_model_on_two_processes_as_on_one(bert_without_dropout, tmp_path):
+    rows = [{"text": ("good news " if i % 2 else "bad news ") * (2 + i), "label": "pos" if i % 2 else "neg"}
+            for i in range(7)]
+    for split in ("train", "dev"):
+        (tmp_path / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    args = ["-m", "nerkit.train", "task=classify", "data=classify_jsonl", f"data.root={tmp_path}", "task.dropout=0",
+            f"encoder.pretrained={bert_without_dropout}", "max_length=16", "stride=4", "trainer.epochs=2",
+            "trainer.batch_size=3", "trainer.lr=1e-3", "trainer.device=cpu"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    one, two = tmp_path / "one", tmp_path / "two"
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    jobs = [subprocess.Popen(command + args + [f"hydra.run.dir={run}"], env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True)
+            for command, run in [([sys.executable], one), (torchrun, two)]]
+    for job in jobs:
+        _, err = job.communicate(timeout=300)
+        assert job.returncode == 0, err
+    want, got = (json.loads((run / "metrics.json").read_text()) for run in (one, two))
+    assert got["history"] == want["history"] and got["steps"] == want["steps"] == 6
+    final = "checkpoints/step-00000006/model.safetensors"
+    a, b = load_file(one / final), load_file(two / final)
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=0, atol=1e-5, msg=key)
 
 
 def test_on_resume_the_other_processes_load_the_checkpoint_without_writing_the_run_directory(tiny_bert_dir, tmp_path):

@@ -3,16 +3,17 @@ import itertools
 
 import pytest
 import torch
+from hydra.utils import get_class
+from omegaconf import OmegaConf
 
 from nerkit.heads.crf import CRFHead
 from nerkit.heads.global_pointer import EfficientGlobalPointerHead, GlobalPointerHead
-from nerkit.heads.softmax import SoftmaxHead
 from nerkit.model import NerModel
-
-from tests.helpers import make_cfg
+from tests.helpers import CONF_DIR, HEAD_NAMES, make_cfg
 
 TYPES = ["LOC", "PER"]
-HEADS = [SoftmaxHead, CRFHead, GlobalPointerHead, EfficientGlobalPointerHead]
+# Every conf/head/*.yaml's class: a new head is tested as soon as its yaml exists.
+HEADS = [get_class(OmegaConf.load(f"{CONF_DIR}/head/{name}.yaml")._target_) for name in HEAD_NAMES]
 
 
 def batch(hidden=16, lengths=(5, 3)):
@@ -98,7 +99,6 @@ def test_global_pointer_without_rope_ignores_distance():
 
 
 ENCODERS = ["bert", "bilstm"]
-HEAD_NAMES = ["softmax", "crf", "global_pointer", "efficient_global_pointer"]
 
 
 @pytest.mark.parametrize("encoder,head", itertools.product(ENCODERS, HEAD_NAMES))

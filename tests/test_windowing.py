@@ -318,3 +318,9 @@ def test_conll_document_level_config_reads_whole_documents():
     assert all(not d.text.startswith("-DOCSTART-") for d in docs)
     assert sum(len(d.spans) for d in docs) == 23499  # every sentence-level entity, with document offsets
     assert all(d.text[s:e] == d.text[s:e].strip() and "\n" not in d.text[s:e] for d in docs for s, e, _ in d.spans)
+
+
+def test_every_head_config_has_a_windowing_case():
+    from tests.helpers import HEAD_NAMES
+
+    assert sorted(HEADS) == HEAD_NAMES, "add the new conf/head/*.yaml head to HEADS above"
