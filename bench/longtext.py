@@ -21,7 +21,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import DictConfig, open_dict
 
-from nerkit.classification import Classifier
+from nerkit.classifier import Classifier
 from nerkit.config import register_resolvers
 from nerkit.data.encoding import char_to_word_spans, AlignmentStats, TextEncoder
 from nerkit.train import train
@@ -104,18 +104,18 @@ def conll(args) -> None:
 
 
 def memoize_features() -> None:
-    """With a frozen encoder, [CLS] features depend only on the inputs: the pooling variants of one
-    strategy reuse them instead of running the encoder again (only valid for frozen runs)."""
-    original, cache = Classifier.features, {}
+    """With a frozen encoder, window vectors depend only on the inputs (and how a vector is taken):
+    the pooling variants of one strategy reuse them instead of running the encoder again (only
+    valid for frozen runs)."""
+    original, cache = Classifier.input_features, {}
 
-    def features(self, texts, what="prediction"):
-        inputs = self.inputs
-        key = (inputs.strategy, inputs.text_encoder.capacity, inputs.text_encoder.stride, inputs.head_tokens, tuple(texts))
+    def input_features(self, docs_inputs):
+        key = (self.model.sentence_vector, tuple(tuple(map(tuple, doc)) for doc in docs_inputs))
         if key not in cache:
-            cache[key] = original(self, texts, what)
+            cache[key] = original(self, docs_inputs)
         return cache[key]
 
-    Classifier.features = features
+    Classifier.input_features = input_features
 
 
 def hyperpartisan(args) -> None:

@@ -231,7 +231,7 @@ class RunLog:
         step, epoch, elapsed, optimizer = self.last
         lrs = {group.get("name", str(i)): group["lr"] for i, group in enumerate(optimizer.param_groups)}
         record = {"type": "train", "step": step, "epoch": epoch, "loss": self.loss_sum / self.steps, "lr": lrs,
-                  "tokens_per_s": self.tokens / self.seconds, "elapsed": elapsed}
+                  "tokens": int(self.tokens), "tokens_per_s": self.tokens / self.seconds, "elapsed": elapsed}
         self.write(record)
         if self.tensorboard:
             self.tensorboard.add_scalar("train/loss", record["loss"], step)

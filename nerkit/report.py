@@ -68,6 +68,8 @@ def _failure(directory: Path) -> str | None:
         return message[:200] or "failed"
     if not (directory / "metrics.json").exists():
         return "no metrics.json"
+    if json.loads((directory / "metrics.json").read_text()).get("finished") is False:
+        return "did not finish (killed or still running): metrics.json says finished: false"
     return None
 
 
