@@ -239,3 +239,18 @@ def test_resume_without_the_best_checkpoint_warns(tiny_bert_dir, tmp_path, caplo
     checkpointer.restore(latest, tmp_path / "new")
     assert "step-00000001 is gone: the run directory gets a model only when the dev metric beats 0.2500" in caplog.text
     assert not (tmp_path / "new" / "model.safetensors").exists()
+
+
+def test_the_fp16_gradient_scaler_is_checkpointed_and_must_match_on_resume(tiny_bert_dir, tmp_path):
+    source = _checkpointer(tiny_bert_dir, tmp_path / "a" / "checkpoints")
+    source.scaler = torch.amp.GradScaler("cpu", init_scale=1024.0, growth_interval=3)
+    source.scaler.scale(torch.tensor(1.0))  # the scale exists from the first scaled loss on
+    source.scaler.update(512.0)  # as after a step whose gradients overflowed
+    saved = source.save(TrainerState(step=1))
+    target = _checkpointer(tiny_bert_dir, tmp_path / "b" / "checkpoints")
+    target.scaler = torch.amp.GradScaler("cpu")
+    target.restore(saved, tmp_path / "b")
+    assert target.scaler.state_dict() == source.scaler.state_dict() and target.scaler.get_scale() == 512.0
+    without = _checkpointer(tiny_bert_dir, tmp_path / "c" / "checkpoints")
+    with pytest.raises(ValueError, match="trained with fp16 gradient scaling; resume it with the same trainer.precision"):
+        without.restore(saved, tmp_path / "c")
