@@ -33,7 +33,7 @@ from nerkit.data.encoding import TextEncoder
 from nerkit.data.readers import Document
 from nerkit.encoders import build_encoder
 from nerkit.encoders.base import Encoder
-from nerkit.model import ENCODER_DIR, WEIGHTS, read_run, save_run
+from nerkit.runs import ENCODER_DIR, WEIGHTS, read_run, save_run
 
 log = logging.getLogger(__name__)
 STRATEGIES = ("head", "head_tail", "windows")

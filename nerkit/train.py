@@ -32,6 +32,7 @@ from nerkit.distributed import Processes
 from nerkit.evaluation import evaluate
 from nerkit.model import NerModel
 from nerkit.predict import Predictor
+from nerkit.validation import validate_config, validate_splits
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,7 @@ def optimizer_step(loss: torch.Tensor, reported_loss: torch.Tensor, step: int, m
 
 def train(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
     """Train, evaluate and save a model as ``cfg`` says; returns the best dev F1."""
+    validate_config(cfg)
     output_dir = Path(output_dir or HydraConfig.get().runtime.output_dir)
     if cfg.task.name == "classify":
         from nerkit.classification import train_classifier  # lazy: it imports helpers from here
@@ -83,6 +85,7 @@ def train(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
     processes, device = Processes.start(device)  # one of several under torchrun / accelerate launch
 
     splits = {name: instantiate(cfg.data[name]) for name in ("train", "dev", "test") if cfg.data.get(name)}
+    validate_splits(splits)
     train_docs = splits.pop("train")
     entity_types = entity_types_of(train_docs, splits)
     model = NerModel.from_config(cfg, entity_types, train_texts=[d.text for d in train_docs]).to(device)
