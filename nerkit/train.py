@@ -150,7 +150,8 @@ def train(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
                "parameters": sum(p.numel() for p in model.parameters()), "train_windows": len(windows),
                "resumed_from": str(resume_from) if resume_from else None}
     if "test" in splits:
-        best = Predictor.from_run(output_dir, str(device), cfg.trainer.eval_batch_size)
+        best = Predictor.from_run(output_dir, str(device), cfg.trainer.eval_batch_size,
+                                  cfg.encoder.get("trust_remote_code", False))  # this run's own encoder
         results["test"] = evaluate(best, splits["test"])
         log.info("test F1 %.4f", results["test"]["f1"])
     (output_dir / "metrics.json").write_text(json.dumps(results, indent=1))
