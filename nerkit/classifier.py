@@ -31,7 +31,7 @@ from nerkit.data.batching import pad
 from nerkit.data.encoding import TextEncoder
 from nerkit.encoders import build_encoder
 from nerkit.encoders.base import Encoder
-from nerkit.model import ENCODER_DIR, WEIGHTS, read_run, save_run
+from nerkit.runs import ENCODER_DIR, WEIGHTS, read_run, save_run
 
 log = logging.getLogger(__name__)
 STRATEGIES = ("head", "head_tail", "windows")
@@ -138,9 +138,11 @@ class DocClassifier(nn.Module):
         save_run(directory, self, cfg, "labels", self.labels)
 
     @classmethod
-    def load(cls, directory: str | Path, device: str | torch.device = "cpu") -> tuple["DocClassifier", DictConfig]:
+    def load(cls, directory: str | Path, device: str | torch.device = "cpu",
+             trust_remote_code: bool = False) -> tuple["DocClassifier", DictConfig]:
+        """Build the classifier a run directory describes (checked first: ``runs.read_run``) and load its weights."""
         directory = Path(directory)
-        cfg, labels = read_run(directory, "labels")
+        cfg, labels = read_run(directory, "labels", trust_remote_code)
         model = cls.from_config(cfg, labels, directory / ENCODER_DIR)
         load_model(model, str(directory / WEIGHTS), strict=True)
         return model.to(device).eval(), cfg
@@ -162,8 +164,10 @@ class Classifier:
         self.inputs = DocumentInputs(text_encoder, cfg.task.strategy, cfg.task.head_tokens)
 
     @classmethod
-    def from_run(cls, run_dir: str | Path, device: str = "cpu", batch_size: int = 16) -> "Classifier":
-        model, cfg = DocClassifier.load(run_dir, device)
+    def from_run(cls, run_dir: str | Path, device: str = "cpu", batch_size: int = 16,
+                 trust_remote_code: bool = False) -> "Classifier":
+        """Load a trained classifier; ``trust_remote_code`` lets its encoder run Python from the run directory."""
+        model, cfg = DocClassifier.load(run_dir, device, trust_remote_code)
         return cls(model, cfg, batch_size, device)
 
     @torch.no_grad()

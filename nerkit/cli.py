@@ -44,11 +44,13 @@ def setup_logging() -> None:
 
 
 def load_predictor(run_dir: str | Path, backend: Backend = Backend.torch, device: str | None = None,
-                   batch_size: int = 64, threads: int | None = None) -> Predictor:
+                   batch_size: int = 64, threads: int | None = None, trust_remote_code: bool = False) -> Predictor:
     if Backend(backend) is Backend.onnx:
         from nerkit.export import OnnxPredictor  # lazy: onnxruntime is an extra, and export uses this module
 
+        if trust_remote_code:
+            raise ValueError("trust_remote_code=true works with backend=torch only")
         return OnnxPredictor.from_run(run_dir, batch_size=batch_size, threads=threads)
     if threads:
         torch.set_num_threads(threads)
-    return Predictor.from_run(run_dir, device, batch_size)
+    return Predictor.from_run(run_dir, device, batch_size, trust_remote_code)

@@ -1,28 +1,19 @@
-"""Encoder + head, and the run directory that holds a trained model.
-
-A run directory is self-contained and loads without pickle:
-``model.safetensors`` (all weights), ``config.yaml`` (the resolved Hydra config),
-``labels.json`` (entity types), ``encoder/`` (tokenizer and encoder architecture).
-"""
+"""Encoder + head, saved to and loaded from a run directory (``nerkit.runs``)."""
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 from typing import Sequence
 
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
-from safetensors import safe_open
-from safetensors.torch import load_model, save_model
+from omegaconf import DictConfig
+from safetensors.torch import load_model
 from torch import nn
 
 from nerkit.encoders import build_encoder
 from nerkit.encoders.base import Encoder
 from nerkit.heads.base import Head
-
-WEIGHTS, CONFIG, LABELS, ENCODER_DIR = "model.safetensors", "config.yaml", "labels.json", "encoder"
+from nerkit.runs import CONFIG, ENCODER_DIR, LABELS, WEIGHTS, read_run, save_run
 
 
 class NerModel(nn.Module):
@@ -64,9 +55,11 @@ class NerModel(nn.Module):
         save_run(directory, self, cfg, "entity_types", self.head.entity_types)
 
     @classmethod
-    def load(cls, directory: str | Path, device: str | torch.device = "cpu") -> tuple["NerModel", DictConfig]:
+    def load(cls, directory: str | Path, device: str | torch.device = "cpu",
+             trust_remote_code: bool = False) -> tuple["NerModel", DictConfig]:
+        """Build the model a run directory describes (checked first: ``runs.read_run``) and load its weights."""
         directory = Path(directory)
-        cfg, entity_types = read_run(directory, "entity_types")
+        cfg, entity_types = read_run(directory, "entity_types", trust_remote_code)
         model = cls.from_config(cfg, entity_types, saved=directory / ENCODER_DIR)
         try:
             load_model(model, str(directory / WEIGHTS), strict=True)
@@ -76,34 +69,3 @@ class NerModel(nn.Module):
                 f"and {directory / CONFIG}: {err}"
             ) from None
         return model.to(device).eval(), cfg
-
-
-def save_run(directory: str | Path, model: nn.Module, cfg: DictConfig, key: str, labels: Sequence[str]) -> None:
-    """Write a run directory: weights, resolved config, label map (under ``key``) and encoder files."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    # The label map also goes into the weights file: a labels.json edited or swapped later is caught.
-    # Written aside and renamed, so a crash mid-write keeps the previous weights.
-    tmp = directory / f".{WEIGHTS}.tmp"
-    save_model(model, str(tmp), metadata={key: json.dumps(list(labels))})
-    os.replace(tmp, directory / WEIGHTS)
-    OmegaConf.save(cfg, directory / CONFIG, resolve=True)
-    (directory / LABELS).write_text(json.dumps({key: list(labels)}, ensure_ascii=False, indent=1), encoding="utf-8")
-    model.encoder.save_files(directory / ENCODER_DIR)
-
-
-def read_run(directory: Path, key: str) -> tuple[DictConfig, list[str]]:
-    """Check a run directory is complete and its label map matches its weights; return config and labels."""
-    for name in (WEIGHTS, CONFIG, LABELS, ENCODER_DIR):
-        if not (directory / name).exists():
-            raise FileNotFoundError(f"{directory} is not a complete nerkit run directory: {name} is missing")
-    try:
-        labels = json.loads((directory / LABELS).read_text(encoding="utf-8"))[key]
-    except (ValueError, KeyError, TypeError) as err:
-        raise ValueError(f"{directory / LABELS}: not a nerkit label map ({err})") from None
-    with safe_open(directory / WEIGHTS, "pt") as weights:
-        trained = (weights.metadata() or {}).get(key)
-    if trained is not None and json.loads(trained) != labels:
-        raise ValueError(f"{directory / LABELS} lists {key.replace('_', ' ')} {labels}, but {directory / WEIGHTS} "
-                         f"was trained with {json.loads(trained)}; restore the original labels.json")
-    return OmegaConf.load(directory / CONFIG), labels

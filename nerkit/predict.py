@@ -37,15 +37,24 @@ class Predictor:
         self.text_encoder = TextEncoder(model.encoder.tokenizer, max_length, stride, truncate)
 
     @classmethod
-    def from_run(cls, run_dir: str | Path, device: str | None = None, batch_size: int = 64) -> "Predictor":
-        """Load a trained run directory (weights, config, labels, tokenizer; no pickle)."""
+    def from_run(cls, run_dir: str | Path, device: str | None = None, batch_size: int = 64,
+                 trust_remote_code: bool = False) -> "Predictor":
+        """Load a trained run directory (weights, config, labels, tokenizer; no pickle). Nothing in
+        it runs as code; ``trust_remote_code=True`` allows the encoder's own Python files in
+        ``encoder/``, for a directory you trust."""
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        model, cfg = NerModel.load(run_dir, device)
+        model, cfg = NerModel.load(run_dir, device, trust_remote_code)
         return cls(model, cfg.max_length, cfg.stride, batch_size, device, cfg.get("truncate", False))
 
     def predict(self, texts: Sequence[str]) -> list[list[Entity]]:
         if isinstance(texts, str):
             raise TypeError("predict takes a list of texts; wrap a single text in a list")
+        texts = list(texts)
+        for i, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise TypeError(f"texts[{i}] is a {type(text).__name__}, not a str")
+        if not texts:
+            return []
         encodings = self.text_encoder.encode(texts)
         results = []
         for text, enc, spans in zip(texts, encodings, self.predict_encoded(encodings)):

@@ -11,8 +11,12 @@ JSON, no string "text") is reported with its line number and skipped; the others
 the exit status is 1 if any line was bad. Output is written to a temporary file renamed into
 place at the end, so a crash never leaves a partial file under the output name.
 
+The input and output paths are checked before the model is loaded. Nothing in the run
+directory runs as code; ``trust_remote_code=true`` lets its encoder run its own Python files
+(from ``encoder/``), for a run directory you trust.
+
 Options: format=auto|text|jsonl backend=torch|onnx device=cpu|cuda batch_size=64 threads=N
-chunk_docs=1000 chunk_chars=1000000 progress=true
+chunk_docs=1000 chunk_chars=1000000 progress=true trust_remote_code=false
 """
 from __future__ import annotations
 
@@ -54,6 +58,7 @@ class PredictConfig:
     chunk_docs: int = 1000
     chunk_chars: int = 1_000_000
     progress: bool = True
+    trust_remote_code: bool = False
 
 
 @dataclass
@@ -121,14 +126,26 @@ def read_chunks(path: Path, cfg: PredictConfig, stats: PredictStats) -> Iterator
         yield chunk
 
 
+def check_paths(source: Path, target: Path) -> None:
+    """Fail before any work when the input is missing or the output cannot be written."""
+    if not source.is_file():
+        raise FileNotFoundError(f"{source}: input file not found")
+    if target.is_dir():
+        raise IsADirectoryError(f"output={target} is a directory; give a file name")
+    if source.resolve() == target.resolve():
+        raise ValueError(f"output={target} would overwrite the input")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=target.parent):  # the output is written there, then renamed
+            pass
+    except OSError as err:
+        raise OSError(f"output={target}: cannot write in {target.parent} ({err.strerror or err})") from None
+
+
 def predict_file(predictor: Predictor, cfg: PredictConfig) -> PredictStats:
     """Stream ``cfg.input`` through ``predictor`` into ``cfg.output`` (atomically replaced)."""
     source, target = Path(cfg.input), Path(cfg.output)
-    if not source.is_file():
-        raise FileNotFoundError(f"{source}: input file not found")
-    if source.resolve() == target.resolve():
-        raise ValueError(f"{target}: output would overwrite the input")
-    target.parent.mkdir(parents=True, exist_ok=True)
+    check_paths(source, target)
     stats = PredictStats()
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
     try:
@@ -151,7 +168,9 @@ def predict_file(predictor: Predictor, cfg: PredictConfig) -> PredictStats:
 def main(argv: list[str] | None = None) -> int:
     setup_logging()
     cfg = parse_args(PredictConfig, sys.argv[1:] if argv is None else argv, __doc__)
-    predictor = load_predictor(cfg.run_dir, cfg.backend, cfg.device, cfg.batch_size, cfg.threads)
+    check_paths(Path(cfg.input), Path(cfg.output))
+    predictor = load_predictor(cfg.run_dir, cfg.backend, cfg.device, cfg.batch_size, cfg.threads,
+                               cfg.trust_remote_code)
     stats = predict_file(predictor, cfg)
     log.info("%s: %d documents, %d entities; %d bad lines skipped, %d blank lines",
              cfg.output, stats.documents, stats.entities, stats.bad_lines, stats.blank_lines)

@@ -19,13 +19,14 @@ from omegaconf import DictConfig, OmegaConf
 from nerkit.config import register_resolvers
 from nerkit.engine import Engine
 from nerkit.tasks.base import Task
+from nerkit.validation import validate_config
 
 log = logging.getLogger(__name__)
 
 
 def train(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
     """Train, evaluate and save a model as ``cfg`` says; returns the best dev value of the task's metric."""
-    # Config validation (nerkit.validation.validate_config) is called here, before anything is built.
+    validate_config(cfg)  # every key checked before any data is read or model built
     output_dir = Path(output_dir or HydraConfig.get().runtime.output_dir)
     engine = Engine(cfg.trainer, cfg.seed, output_dir)  # seeds and picks the device before the model exists
     task_class = get_class(cfg.task._target_)

@@ -2,17 +2,20 @@
 from __future__ import annotations
 
 import os
-import shutil
-from pathlib import Path
 
-import pytest
-import torch
-from transformers import AutoTokenizer, BertConfig, BertModel
-
-from nerkit.config import embedded_model_path, register_resolvers
-from tests.helpers import TOY_SENTENCES, write_conll
-
+# Before transformers / huggingface_hub are imported: they read it once, at import.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import shutil  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from transformers import AutoTokenizer, BertConfig, BertModel  # noqa: E402
+
+from nerkit.config import embedded_model_path, register_resolvers  # noqa: E402
+from tests.helpers import TOY_SENTENCES, write_conll  # noqa: E402
+
 torch.set_num_threads(min(2, torch.get_num_threads()))
 register_resolvers()
 

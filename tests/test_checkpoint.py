@@ -188,11 +188,12 @@ def test_resume_refuses_a_checkpoint_with_other_entity_types(tiny_bert_dir, tmp_
         other.restore(saved, tmp_path)
 
 
-@pytest.mark.parametrize("trust", [False, True])
-def test_trust_remote_code_only_when_the_config_says_so(tiny_bert_dir, tmp_path, monkeypatch, trust):
+@pytest.mark.parametrize("config_says, loader_asks", [(False, False), (False, True), (True, True)])
+def test_trust_remote_code_only_when_the_loader_asks(tiny_bert_dir, tmp_path, monkeypatch, config_says, loader_asks):
+    """The run's config.yaml never decides (a config that asks without the loader: test_security.py)."""
     from transformers import AutoConfig
 
-    cfg = make_cfg([f"encoder.pretrained={tiny_bert_dir}", f"encoder.trust_remote_code={trust}"])
+    cfg = make_cfg([f"encoder.pretrained={tiny_bert_dir}", f"encoder.trust_remote_code={config_says}"])
     NerModel.from_config(cfg, TYPES).save(tmp_path, cfg)
     seen = []
     real = AutoConfig.from_pretrained.__func__
@@ -202,8 +203,8 @@ def test_trust_remote_code_only_when_the_config_says_so(tiny_bert_dir, tmp_path,
         return real(cls, *args, **kwargs)
 
     monkeypatch.setattr(AutoConfig, "from_pretrained", classmethod(spy))
-    Predictor.from_run(tmp_path, "cpu")
-    assert seen and set(seen) == {trust}
+    Predictor.from_run(tmp_path, "cpu", trust_remote_code=loader_asks)
+    assert seen and set(seen) == {loader_asks}
 
 
 def test_a_failing_sweep_job_is_recorded_and_the_others_finish(tiny_bert_dir, tmp_path):

@@ -1,6 +1,8 @@
 """The HTTP service, run as a real uvicorn server on 127.0.0.1."""
 from __future__ import annotations
 
+import contextlib
+import logging
 import random
 import socket
 import threading
@@ -13,6 +15,7 @@ import pytest
 import uvicorn
 from tests.helpers import save_tiny_run
 
+from nerkit import serve
 from nerkit.predict import Predictor
 from nerkit.serve import Limits, create_app, main
 
@@ -25,22 +28,30 @@ def predictor(tiny_bert_dir, tmp_path_factory) -> Predictor:
     return Predictor.from_run(save_tiny_run(tiny_bert_dir, tmp_path_factory.mktemp("run")), "cpu")
 
 
-@pytest.fixture(scope="module")
-def url(predictor):
-    """Serve the app on a free port of 127.0.0.1 in a background thread."""
+@contextlib.contextmanager
+def serving(app):
+    """Serve ``app`` on a free port of 127.0.0.1 in a background thread; yield its URL."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(create_app(predictor, LIMITS), log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 60
     while not server.started:
         assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    server.should_exit = True
-    thread.join(timeout=30)
-    sock.close()
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        sock.close()
+
+
+@pytest.fixture(scope="module")
+def url(predictor):
+    with serving(create_app(predictor, LIMITS)) as address:
+        yield address
 
 
 def request_texts(i: int) -> list[str]:
@@ -76,9 +87,9 @@ def test_health(url, predictor):
     response = httpx.get(f"{url}/health")
     assert response.status_code == 200
     body = response.json()
-    assert body["status"] == "ok"
+    assert body["status"] == "ok" and body["state"] == "idle" and body["current_request_seconds"] is None
     assert body["entity_types"] == predictor.model.head.entity_types
-    assert body["limits"] == {"max_docs": 4, "max_chars": 400, "max_bytes": 3000}
+    assert body["limits"] == {"max_docs": 4, "max_chars": 400, "max_bytes": 3000, "request_timeout": 60.0}
 
 
 def test_limits_give_clear_errors(url):
@@ -115,3 +126,103 @@ def test_command_line_requires_a_run_dir():
         main(["port=9000"])
     with pytest.raises(FileNotFoundError, match="not a complete nerkit run directory"):
         main([f"run_dir={Path(__file__).parent}"])
+
+
+def test_invalid_unicode_gets_a_clean_422_that_echoes_nothing(url):
+    headers = {"content-type": "application/json"}
+    with httpx.Client(base_url=url) as client:
+        for body in (b'{"texts": ["\\ud800"]}', b'{"texts": ["fine", "a \\udfff b"]}'):
+            response = client.post("/predict", content=body, headers=headers)
+            assert response.status_code == 422
+            (error,) = response.json()["detail"]
+            assert error["loc"][:2] == ["body", "texts"] and "lone surrogate" in error["msg"]
+            assert "input" not in error
+        too_long = client.post("/predict", json={"texts": ["secret " * 60]})
+        assert too_long.status_code == 422 and "secret" not in too_long.text  # no echo of the input
+        assert client.post("/predict", content=b'{"texts": ["\xff"]}', headers=headers).status_code == 400
+
+
+def _slowed(predictor: Predictor, seconds: float) -> Predictor:
+    """``predictor`` taking at least ``seconds`` per batch, so that a long request is long on any machine."""
+    scores = predictor.scores
+
+    def slow_scores(*tensors):
+        time.sleep(seconds)
+        return scores(*tensors)
+
+    predictor.scores = slow_scores
+    return predictor
+
+
+BIG_LIMITS = Limits(max_docs=5, max_chars=100_000, max_bytes=1_000_000, request_timeout=None)
+BIG_TEXTS = [("Maria Schmidt from Siemens visited Paris and Berlin in May. " * 1700)[:100_000]] * 5  # > 140 batches
+
+
+def test_an_abandoned_request_stops_and_health_tells_busy_from_idle(tiny_bert_dir, tmp_path):
+    predictor = _slowed(Predictor.from_run(save_tiny_run(tiny_bert_dir, tmp_path), "cpu"), 0.2)  # > 28 s in all
+    with serving(create_app(predictor, BIG_LIMITS)) as url, httpx.Client(base_url=url, timeout=60) as client:
+        def abandon():
+            with pytest.raises(httpx.ReadTimeout):
+                httpx.post(f"{url}/predict", json={"texts": BIG_TEXTS}, timeout=4)
+
+        abandoned = threading.Thread(target=abandon)
+        abandoned.start()
+        deadline = time.monotonic() + 30
+        while (health := client.get("/health").json())["state"] != "busy":
+            assert time.monotonic() < deadline, "the big request never started"
+            time.sleep(0.05)
+        time.sleep(1)
+        health = client.get("/health").json()  # answered at once, while the model is busy
+        assert health["state"] == "busy" and health["current_request_seconds"] >= 1
+        abandoned.join()
+        started = time.monotonic()
+        response = client.post("/predict", json={"texts": ["John Smith lives in Berlin ."]})
+        waited = time.monotonic() - started
+        assert response.status_code == 200 and len(response.json()["entities"]) == 1
+        assert waited < 8, f"the next request waited {waited:.1f}s: the abandoned one was not stopped"
+        assert client.get("/health").json()["state"] == "idle"
+
+
+def test_a_request_over_its_deadline_gets_504_and_frees_the_model(tiny_bert_dir, tmp_path):
+    predictor = _slowed(Predictor.from_run(save_tiny_run(tiny_bert_dir, tmp_path), "cpu"), 0.2)
+    limits = Limits(max_docs=5, max_chars=100_000, max_bytes=1_000_000, request_timeout=1.5)
+    with serving(create_app(predictor, limits)) as url, httpx.Client(base_url=url, timeout=60) as client:
+        started = time.monotonic()
+        response = client.post("/predict", json={"texts": BIG_TEXTS})
+        assert response.status_code == 504 and time.monotonic() - started < 8
+        assert response.json()["detail"] == ("prediction did not finish within request_timeout=1.5s; "
+                                             "send fewer or shorter texts")
+        assert client.get("/health").json()["state"] == "idle"
+        assert client.post("/predict", json={"texts": ["Berlin"]}).status_code == 200
+
+
+def test_a_bearer_token_guards_everything_but_health(predictor):
+    with serving(create_app(predictor, LIMITS, auth_token="s3cret")) as url, httpx.Client(base_url=url) as client:
+        texts = {"texts": ["John lives in Berlin"]}
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cret"}):
+            response = client.post("/predict", json=texts, headers=headers)
+            assert response.status_code == 401 and response.headers["www-authenticate"] == "Bearer"
+            assert "Authorization: Bearer <token>" in response.json()["detail"]
+        assert client.get("/docs").status_code == 401
+        assert client.get("/health").status_code == 200
+        assert client.post("/predict", json=texts, headers={"Authorization": "Bearer s3cret"}).status_code == 200
+
+
+def test_serving_beyond_localhost_without_a_token_warns(predictor, monkeypatch, caplog, tmp_path):
+    started = []
+    monkeypatch.setattr(serve, "load_predictor", lambda *args: predictor)
+    monkeypatch.setattr(serve.uvicorn, "run", lambda app, **kwargs: started.append((app, kwargs)))
+    monkeypatch.delenv("NERKIT_AUTH_TOKEN", raising=False)
+    with caplog.at_level(logging.WARNING, logger="nerkit.serve"):
+        main([f"run_dir={tmp_path}", "host=127.0.0.1"])
+        assert not caplog.records
+        main([f"run_dir={tmp_path}", "host=0.0.0.0"])
+        assert "serving on 0.0.0.0 without a token" in caplog.text
+        caplog.clear()
+        monkeypatch.setenv("NERKIT_AUTH_TOKEN", "from-env")
+        main([f"run_dir={tmp_path}", "host=0.0.0.0"])
+        assert not caplog.records
+    with serving(started[-1][0]) as url:  # the token from the environment is the one required
+        assert httpx.post(f"{url}/predict", json={"texts": ["x"]}).status_code == 401
+        ok = httpx.post(f"{url}/predict", json={"texts": ["x"]}, headers={"Authorization": "Bearer from-env"})
+        assert ok.status_code == 200 and len(ok.json()["entities"]) == 1

@@ -10,6 +10,7 @@ import functools
 import json
 import logging
 import random
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,13 @@ from xml.etree import ElementTree
 from nerkit.data.schemes import Span, TagError, get_scheme
 
 log = logging.getLogger(__name__)
+
+# Line breaks of text files. str.splitlines also breaks at U+2028, U+0085, \f, \v and \x1c-\x1e,
+# which may sit inside a token or a JSON string; a line ends only at \n, \r\n or \r.
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+_LINE_BREAK_BYTES = re.compile(rb"\r\n|\r|\n")
+# CoNLL columns are separated by spaces or tabs; other whitespace belongs to the token.
+_COLUMN_SEPARATOR = re.compile(r"[ \t]+")
 
 
 class DataError(ValueError):
@@ -63,9 +71,10 @@ def _read_lines(path: str | Path) -> list[str]:
     try:
         text = raw.decode("utf-8-sig")  # a leading BOM is not part of the data
     except UnicodeDecodeError as err:
-        line = raw[: err.start].count(b"\n") + 1
+        line = len(_LINE_BREAK_BYTES.split(raw[: err.start]))
         raise DataError(path, line, f"not valid UTF-8 (byte {raw[err.start]:#04x}); convert the file to UTF-8") from None
-    return text.splitlines()
+    lines = _LINE_BREAK.split(text)
+    return lines[:-1] if lines[-1] == "" else lines  # a final line break ends the last line
 
 
 def limitable(reader: Callable[..., list[Document]]) -> Callable[..., list[Document]]:
@@ -155,7 +164,7 @@ def read_conll(
             end_sentence(line_no)
             continue
         blank_run = 0
-        columns = line.split()
+        columns = _COLUMN_SEPARATOR.split(line.strip())
         if columns[0] == "-DOCSTART-":
             end_sentence(line_no)
             end_document(line_no)
@@ -209,14 +218,20 @@ def read_json_spans(path: str | Path) -> list[Document]:
     CLUENER: ``{"text": ..., "label": {type: {surface: [[start, end_inclusive], ...]}}}``.
     nerkit: ``{"id": ..., "text": ..., "entities": [{"start", "end", "label"}]}`` (end exclusive).
     Both as JSON Lines or as concatenated pretty-printed objects. Spans may overlap (nested
-    entities); a span out of range or whose surface does not match the text is an error.
+    entities); a span out of range or whose surface does not match the text is an error. An
+    object with neither entity key reads as a document without entities, with a warning.
     """
     docs: list[Document] = []
     stats = ReadStats()
+    unkeyed: list[tuple[int, list[str]]] = []
     for line, obj in _iter_json_objects(path):
         text = obj["text"]
         spans: list[Span] = []
-        if "label" in obj and isinstance(obj["label"], dict):
+        if "label" in obj:
+            if not isinstance(obj["label"], dict):
+                hint = " (a doccano export? read it with read_doccano: data=doccano)" if isinstance(obj["label"], list) else ""
+                raise DataError(path, line, "'label' must map type -> surface -> [[start, end_inclusive], ...], "
+                                            f"found a {type(obj['label']).__name__}{hint}")
             try:
                 found = [(label, surface, start, end_inclusive) for label, surfaces in obj["label"].items()
                          for surface, positions in surfaces.items() for start, end_inclusive in positions]
@@ -224,23 +239,83 @@ def read_json_spans(path: str | Path) -> list[Document]:
                 problem = "'label' must map type -> surface -> [[start, end_inclusive], ...]"
                 raise DataError(path, line, problem) from None
             for label, surface, start, end_inclusive in found:
-                end = end_inclusive + 1 if isinstance(end_inclusive, int) else end_inclusive
+                end = end_inclusive + 1 if _is_offset(end_inclusive) else end_inclusive
                 spans.append(_checked_span(path, line, text, start, end, label, surface))
-        else:
-            for ent in obj.get("entities", []):
+        elif "entities" in obj:
+            if not isinstance(obj["entities"], list):
+                raise DataError(path, line, f"'entities' must be a list, found {obj['entities']!r}")
+            for ent in obj["entities"]:
                 if not isinstance(ent, dict) or not {"start", "end", "label"} <= ent.keys():
                     raise DataError(path, line, f"an entity needs 'start', 'end' and 'label', got {ent!r}")
                 spans.append(_checked_span(path, line, text, ent["start"], ent["end"], ent["label"], ent.get("text")))
+        else:
+            unkeyed.append((line, sorted(obj)))
         if not text.strip():
             stats.empty_documents += 1
             continue
         docs.append(Document(str(obj.get("id", f"{Path(path).name}:{line}")), text, sorted(set(spans))))
+    _report_missing_entities(path, unkeyed, docs, "'entities' (or CLUENER's 'label')")
     stats.log(path)
     return docs
 
 
+@limitable
+def read_doccano(path: str | Path) -> list[Document]:
+    """Read a doccano sequence-labelling export (JSON Lines), end offsets exclusive:
+    ``{"id": ..., "text": ..., "label": [[start, end, type], ...]}``, or, from newer doccano
+    versions, ``"entities": [{"start_offset": ..., "end_offset": ..., "label": ...}]``."""
+    docs: list[Document] = []
+    stats = ReadStats()
+    unkeyed: list[tuple[int, list[str]]] = []
+    for line, obj in _iter_json_objects(path):
+        text = obj["text"]
+        if "label" in obj:
+            triples = obj["label"]
+            if not isinstance(triples, list) or not all(isinstance(t, list) and len(t) == 3 for t in triples):
+                raise DataError(path, line, f"'label' must be a list of [start, end, type] triples, found {triples!r}")
+        elif "entities" in obj:
+            keys = ("start_offset", "end_offset", "label")
+            entities = obj["entities"]
+            if not isinstance(entities, list) or not all(isinstance(e, dict) and set(keys) <= e.keys() for e in entities):
+                raise DataError(path, line, f"'entities' must be a list of objects with {keys}, found {entities!r}")
+            triples = [[e[k] for k in keys] for e in entities]
+        else:
+            unkeyed.append((line, sorted(obj)))
+            triples = []
+        spans = [_checked_span(path, line, text, start, end, label, None) for start, end, label in triples]
+        if not text.strip():
+            stats.empty_documents += 1
+            continue
+        docs.append(Document(str(obj.get("id", f"{Path(path).name}:{line}")), text, sorted(set(spans))))
+    _report_missing_entities(path, unkeyed, docs, "'label' (or 'entities')")
+    stats.log(path)
+    return docs
+
+
+def _report_missing_entities(path: str | Path, unkeyed: list[tuple[int, list[str]]], docs: list[Document],
+                             expected: str, shown: int = 3) -> None:
+    """Warn about objects read as entity-free because they have no entity key (a typo, another
+    format), and about a file in which no document has an entity at all."""
+    for line, keys in unkeyed[:shown]:
+        log.warning("%s:%d: no entity key %s, found keys %s: read as a document without entities",
+                    path, line, expected, keys)
+    if len(unkeyed) > shown:
+        log.warning("%s: %d objects in all have no entity key %s", path, len(unkeyed), expected)
+    if docs and not any(doc.spans for doc in docs):
+        log.warning("%s: none of its %d documents has an entity; is the entity key or format right?", path, len(docs))
+
+
+def _is_offset(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)  # JSON true is not offset 1
+
+
 def _checked_span(path, line, text, start, end, label, surface) -> Span:
-    if not (isinstance(start, int) and isinstance(end, int) and 0 <= start < end <= len(text)):
+    if not isinstance(label, str) or not label.strip():
+        raise DataError(path, line, f"an entity label must be a non-empty string, got {label!r}")
+    for name, value in (("start", start), ("end", end)):
+        if not _is_offset(value):
+            raise DataError(path, line, f"span {name} of {label!r} must be an integer character offset, got {value!r}")
+    if not 0 <= start < end <= len(text):
         raise DataError(path, line, f"span [{start}, {end}) of {label!r} is out of range for a text of {len(text)} characters")
     if surface is not None and text[start:end] != surface:
         raise DataError(path, line, f"span [{start}, {end}) of {label!r} reads {text[start:end]!r}, not {surface!r}")

@@ -1,13 +1,64 @@
 """A HuggingFace transformer encoder (BERT family), from a local path or a hub name."""
 from __future__ import annotations
 
+import json
+import logging
 from pathlib import Path
 from typing import Any
 
 import torch
+from huggingface_hub import constants, hf_hub_download, try_to_load_from_cache
+from huggingface_hub.errors import HFValidationError
+from huggingface_hub.utils import validate_repo_id
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 
 from nerkit.encoders.base import Encoder
+
+log = logging.getLogger(__name__)
+
+
+def locate_pretrained(pretrained: str, key: str = "encoder.pretrained") -> Path | None:
+    """The local folder ``pretrained`` names, or None for a hub model name; a ``ValueError``
+    naming ``key`` when it is neither (so a mistyped path does not read as a bad repo id)."""
+    path = Path(pretrained).expanduser()
+    if path.is_dir():
+        return path
+    if path.exists():
+        raise ValueError(f"{key}={pretrained!r} is a file; give the folder that holds the model, or a hub model name")
+    try:
+        validate_repo_id(pretrained)
+    except HFValidationError:
+        raise ValueError(f"{key}={pretrained!r}: no such local folder, and not a hub model name "
+                         "('name' or 'namespace/name')") from None
+    if constants.HF_HUB_OFFLINE and not isinstance(try_to_load_from_cache(pretrained, "config.json"), str):
+        raise ValueError(f"{key}={pretrained!r}: no such local folder, and no hub model of that name in the local "
+                         "cache (HF_HUB_OFFLINE=1: nothing can be downloaded)")
+    return None
+
+
+def position_limit(pretrained: str) -> int | None:
+    """The most tokens a model's position embeddings take, from its config.json (no weights are
+    loaded); None when the config cannot be had without downloading it offline."""
+    folder = locate_pretrained(pretrained)
+    if folder is not None:
+        config_path = folder / "config.json"
+    else:
+        cached = try_to_load_from_cache(pretrained, "config.json")
+        if isinstance(cached, str):
+            config_path = Path(cached)
+        elif constants.HF_HUB_OFFLINE:
+            return None
+        else:
+            config_path = Path(hf_hub_download(pretrained, "config.json"))
+    if not config_path.is_file():
+        raise ValueError(f"{pretrained}: no config.json; not a transformers model folder")
+    limits = [json.loads(config_path.read_text(encoding="utf-8")).get("max_position_embeddings")]
+    # RoBERTa-style models reserve positions for padding: the tokenizer knows the usable length.
+    tokenizer_config = config_path.with_name("tokenizer_config.json")
+    if tokenizer_config.is_file():
+        limits.append(json.loads(tokenizer_config.read_text(encoding="utf-8")).get("model_max_length"))
+    usable = [n for n in limits if isinstance(n, int) and 0 < n < 1_000_000]  # 1e30 means "no limit"
+    return min(usable) if usable else None
 
 
 class BertEncoder(Encoder):
@@ -19,6 +70,7 @@ class BertEncoder(Encoder):
         gradient_checkpointing: bool = False,
     ):
         super().__init__()
+        locate_pretrained(pretrained)
         self.tokenizer = AutoTokenizer.from_pretrained(pretrained, trust_remote_code=trust_remote_code)
         if not self.tokenizer.is_fast:
             raise ValueError(f"{pretrained}: nerkit needs a fast tokenizer (offset mappings) and none is available")

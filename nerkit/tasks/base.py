@@ -8,8 +8,12 @@ from pathlib import Path
 from typing import Any, ClassVar, Sequence
 
 import torch
+from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch import nn
+
+from nerkit.data.readers import Document
+from nerkit.validation import validate_splits
 
 
 @dataclass
@@ -19,6 +23,13 @@ class Batch:
     inputs: dict[str, Any]
     units: float  # how many terms the loss averages over: micro-batches and processes are weighted by it
     tokens: int  # real (non-pad) tokens, for the throughput log
+
+
+def read_splits(cfg: DictConfig) -> dict[str, list[Document]]:
+    """The documents of every split ``cfg.data`` names, each checked to be non-empty before a model is built."""
+    splits = {name: instantiate(cfg.data[name]) for name in ("train", "dev", "test") if cfg.data.get(name)}
+    validate_splits(splits)
+    return splits
 
 
 class Task(ABC):

@@ -7,13 +7,12 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch import nn
 
 from nerkit.classifier import Classifier, DocClassifier, batch_tensors
 from nerkit.data.readers import Document
-from nerkit.tasks.base import Batch, Task
+from nerkit.tasks.base import Batch, Task, read_splits
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +35,7 @@ class ClassifyTask(Task):
 
     def __init__(self, cfg: DictConfig, device: torch.device):
         super().__init__(cfg, device)
-        self.splits = {name: instantiate(cfg.data[name]) for name in ("train", "dev", "test") if cfg.data.get(name)}
+        self.splits = read_splits(cfg)
         self.train_docs = self.splits.pop("train")
         for split, docs in [("train", self.train_docs), *self.splits.items()]:
             missing = [d.id for d in docs if d.label is None]
@@ -100,7 +99,8 @@ class ClassifyTask(Task):
         return accuracy(predicted, documents, self.labels)
 
     def load(self, run_dir: Path) -> nn.Module:
-        return DocClassifier.load(run_dir, self.device)[0]
+        # The run's own encoder: trusted exactly as far as this training config trusted it.
+        return DocClassifier.load(run_dir, self.device, self.cfg.encoder.get("trust_remote_code", False))[0]
 
     def summary(self) -> dict:
         return {**super().summary(), "train_inputs": sum(self.counts)}

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch import nn
 
@@ -16,7 +15,7 @@ from nerkit.data.readers import Document
 from nerkit.evaluation import evaluate
 from nerkit.model import NerModel
 from nerkit.predict import Predictor
-from nerkit.tasks.base import Batch, Task
+from nerkit.tasks.base import Batch, Task, read_splits
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +36,7 @@ class NerTask(Task):
 
     def __init__(self, cfg: DictConfig, device: torch.device):
         super().__init__(cfg, device)
-        self.splits = {name: instantiate(cfg.data[name]) for name in ("train", "dev", "test") if cfg.data.get(name)}
+        self.splits = read_splits(cfg)
         train_docs = self.splits.pop("train")
         entity_types = entity_types_of(train_docs, self.splits)
         self.model = NerModel.from_config(cfg, entity_types, train_texts=[d.text for d in train_docs]).to(device)
@@ -75,7 +74,8 @@ class NerTask(Task):
         return evaluate(predictor, self.splits[split])
 
     def load(self, run_dir: Path) -> nn.Module:
-        return NerModel.load(run_dir, self.device)[0]
+        # The run's own encoder: trusted exactly as far as this training config trusted it.
+        return NerModel.load(run_dir, self.device, self.cfg.encoder.get("trust_remote_code", False))[0]
 
     def summary(self) -> dict:
         return {**super().summary(), "train_windows": len(self.windows)}

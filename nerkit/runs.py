@@ -1,0 +1,159 @@
+"""The run directory: a trained model on disk, written and read as data.
+
+A run directory holds ``model.safetensors`` (all weights, the label map in its metadata),
+``config.yaml`` (the resolved config), ``labels.json`` (the label map) and ``encoder/``
+(tokenizer and architecture files). It loads without pickle, and reading it never runs code
+it names: every ``_target_`` in its config must be one of nerkit's own classes in its own
+place (the encoder, the head, the task, the data readers), the config holds plain values only (no
+interpolations, no other Hydra keys), and Python files in ``encoder/`` may run only when the
+caller passes ``trust_remote_code=True``; the file's own setting never decides. All of this
+is checked before anything is built.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_model
+from torch import nn
+
+WEIGHTS, CONFIG, LABELS, ENCODER_DIR = "model.safetensors", "config.yaml", "labels.json", "encoder"
+
+# The classes and functions a config may name, by place. A new encoder, head or reader is added
+# here as well as in conf/ (tests/test_security.py checks that every conf/ target is listed).
+ENCODERS = frozenset({"nerkit.encoders.bert.BertEncoder", "nerkit.encoders.bilstm.BiLSTMEncoder"})
+HEADS = frozenset({
+    "nerkit.heads.softmax.SoftmaxHead", "nerkit.heads.crf.CRFHead",
+    "nerkit.heads.global_pointer.GlobalPointerHead", "nerkit.heads.global_pointer.EfficientGlobalPointerHead",
+})
+TASKS = frozenset({"nerkit.tasks.ner.NerTask", "nerkit.tasks.classify.ClassifyTask"})
+READERS = frozenset(f"nerkit.data.readers.{name}" for name in (
+    "read_conll", "read_json_spans", "read_doccano", "read_jsonl_labels", "read_hyperpartisan", "split_documents"))
+# Hydra's other instantiate keys change what gets called and how (positional args, partials).
+_HYDRA_KEYS = frozenset({"_args_", "_partial_", "_recursive_", "_convert_"})
+# Files in encoder/ whose `auto_map` makes transformers import Python from that folder.
+_CODE_MAPS = ("config.json", "tokenizer_config.json")
+
+
+class UnsafeRunError(ValueError):
+    """A run directory (or a config) names code that nerkit will not run on its own."""
+
+
+def target_problems(cfg: DictConfig) -> list[str]:
+    """Every ``_target_`` of ``cfg`` that is not allowed in its place, and every Hydra key."""
+    problems: list[str] = []
+
+    def walk(node: Any, key: str) -> None:
+        if isinstance(node, list):
+            for i, item in enumerate(node):
+                walk(item, f"{key}[{i}]")
+            return
+        if not isinstance(node, dict):
+            return
+        if "_target_" in node:
+            allowed = {"encoder": ENCODERS, "head": HEADS, "task": TASKS}.get(key, READERS if key.startswith("data.") else ())
+            if node["_target_"] not in allowed:
+                place = f"one of {sorted(allowed)}" if allowed else "nothing (only encoder, head, task and data.* may name one)"
+                problems.append(f"{key}._target_={node['_target_']!r}: allowed here is {place}")
+        for name in sorted(_HYDRA_KEYS & node.keys()):
+            problems.append(f"{key}.{name}: Hydra instantiate keys other than _target_ are not allowed")
+        for name, value in node.items():
+            walk(value, f"{key}.{name}" if key else str(name))
+
+    walk(OmegaConf.to_container(cfg, resolve=False), "")
+    return problems
+
+
+def save_run(directory: str | Path, model: nn.Module, cfg: DictConfig, key: str, labels: Sequence[str]) -> None:
+    """Write a run directory: weights, resolved config, label map (under ``key``) and encoder files."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    # The label map also goes into the weights file: a labels.json edited or swapped later is caught.
+    # Written aside and renamed, so a crash mid-write keeps the previous weights.
+    tmp = directory / f".{WEIGHTS}.tmp"
+    save_model(model, str(tmp), metadata={key: json.dumps(list(labels))})
+    os.replace(tmp, directory / WEIGHTS)
+    OmegaConf.save(cfg, directory / CONFIG, resolve=True)
+    (directory / LABELS).write_text(json.dumps({key: list(labels)}, ensure_ascii=False, indent=1), encoding="utf-8")
+    model.encoder.save_files(directory / ENCODER_DIR)
+
+
+def read_run(directory: str | Path, key: str, trust_remote_code: bool = False) -> tuple[DictConfig, list[str]]:
+    """Check a run directory is complete, safe to build and consistent; return its config and labels.
+
+    ``trust_remote_code=True`` lets the encoder run Python files from ``encoder/``: pass it only
+    for a directory you trust. The returned config's ``encoder.trust_remote_code`` is that argument.
+    """
+    directory = Path(directory)
+    for name in (WEIGHTS, CONFIG, LABELS, ENCODER_DIR):
+        if not (directory / name).exists():
+            raise FileNotFoundError(f"{directory} is not a complete nerkit run directory: {name} is missing")
+    cfg = _read_config(directory / CONFIG)
+    _check_remote_code(directory, cfg, trust_remote_code)
+    try:
+        labels = json.loads((directory / LABELS).read_text(encoding="utf-8"))[key]
+    except (ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"{directory / LABELS}: not a nerkit label map ({err})") from None
+    try:
+        with safe_open(directory / WEIGHTS, "pt") as weights:
+            trained = (weights.metadata() or {}).get(key)
+    except SafetensorError as err:
+        raise ValueError(f"{directory / WEIGHTS}: not a readable safetensors file, truncated or corrupt ({err})") from None
+    if trained is not None and json.loads(trained) != labels:
+        raise ValueError(f"{directory / LABELS} lists {key.replace('_', ' ')} {labels}, but {directory / WEIGHTS} "
+                         f"was trained with {json.loads(trained)}; restore the original labels.json")
+    return cfg, labels
+
+
+def _read_config(path: Path) -> DictConfig:
+    try:
+        cfg = OmegaConf.load(path)
+    except (OmegaConfBaseException, ValueError) as err:  # yaml's errors are ValueErrors too
+        raise ValueError(f"{path}: not a readable config ({err})") from None
+    if not isinstance(cfg, DictConfig) or not isinstance(cfg.get("encoder"), DictConfig):
+        raise ValueError(f"{path}: not a nerkit run config (no encoder section)")
+    problems = target_problems(cfg)
+    # Saved resolved, a run's config has no interpolations; one would read environment
+    # variables or call resolvers when the config is used.
+    container = OmegaConf.to_container(cfg, resolve=False)
+    problems += [f"{key}={value!r}: interpolations are not allowed in a saved run"
+                 for key, value in _leaves(container, "") if isinstance(value, str) and "${" in value]
+    if problems:
+        raise UnsafeRunError(f"{path} names code or values nerkit will not load; nothing was built:\n  "
+                             + "\n  ".join(problems))
+    return cfg
+
+
+def _leaves(node: Any, key: str):
+    if isinstance(node, dict):
+        for name, value in node.items():
+            yield from _leaves(value, f"{key}.{name}" if key else str(name))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from _leaves(value, f"{key}[{i}]")
+    else:
+        yield key, node
+
+
+def _check_remote_code(directory: Path, cfg: DictConfig, trust_remote_code: bool) -> None:
+    """Refuse a run whose encoder would run Python from encoder/ unless the caller trusts it."""
+    if not trust_remote_code:
+        hint = (f"loading it would run Python files from {directory / ENCODER_DIR}; if you trust this directory, "
+                "pass trust_remote_code=True (command line: trust_remote_code=true)")
+        if cfg.encoder.get("trust_remote_code"):
+            raise UnsafeRunError(f"{directory / CONFIG} sets encoder.trust_remote_code=true: {hint}")
+        for name in _CODE_MAPS:
+            path = directory / ENCODER_DIR / name
+            try:
+                mapping = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+            except ValueError as err:
+                raise ValueError(f"{path}: invalid JSON ({err})") from None
+            if isinstance(mapping, dict) and mapping.get("auto_map"):
+                raise UnsafeRunError(f"{path} maps classes to custom code (auto_map): {hint}")
+    if "trust_remote_code" in cfg.encoder:
+        cfg.encoder.trust_remote_code = trust_remote_code
