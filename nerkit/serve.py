@@ -3,6 +3,7 @@
 ``POST /predict`` with ``{"texts": ["...", ...]}`` returns ``{"entities": [[{"start", "end",
 "label", "text", "score"}, ...], ...]}``, one list per text, offsets into that text.
 ``GET /health`` says the model is loaded and which entity types and limits it has.
+``GET /`` is a demo page: a text box whose text comes back with its entities highlighted.
 
 The model is loaded once at start-up from ``run_dir``; a request cannot name another (unknown
 fields are rejected). Limits: ``max_bytes`` per request body (413), ``max_docs`` texts per
@@ -16,6 +17,7 @@ max_bytes=4000000 log_level=info
 # of endpoints defined inside create_app.
 import sys
 import threading
+from importlib import resources
 from dataclasses import asdict, dataclass
 from typing import Annotated, Optional
 
@@ -23,7 +25,7 @@ import uvicorn
 from fastapi import FastAPI
 from omegaconf import MISSING
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model
-from starlette.responses import JSONResponse
+from starlette.responses import HTMLResponse, JSONResponse
 
 from nerkit.predict import Predictor
 from nerkit.predict_cli import Backend, load_predictor, parse_args
@@ -101,6 +103,18 @@ class BodySizeLimit:
         await JSONResponse({"detail": detail}, status_code=413)(scope, receive, send)
 
 
+# The page runs only its own inline script and style and talks only to this server.
+DEMO_PAGE_POLICY = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+                    "connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'")
+
+
+def demo_page() -> str:
+    """The demo page (nerkit/static/demo.html) with the shared highlight style inlined."""
+    static = resources.files("nerkit") / "static"
+    css = (static / "highlight.css").read_text(encoding="utf-8")
+    return (static / "demo.html").read_text(encoding="utf-8").replace("/*HIGHLIGHT_CSS*/", css, 1)
+
+
 def create_app(predictor: Predictor, limits: Limits | None = None, info: dict | None = None):
     """The FastAPI app around one loaded predictor."""
     limits = limits or Limits()
@@ -114,6 +128,11 @@ def create_app(predictor: Predictor, limits: Limits | None = None, info: dict | 
     lock = threading.Lock()
     app = FastAPI(title="nerkit", description="Named-entity recognition with a model fixed at start-up.")
     app.add_middleware(BodySizeLimit, max_bytes=limits.max_bytes)
+    page = demo_page()
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def demo() -> HTMLResponse:
+        return HTMLResponse(page, headers={"Content-Security-Policy": DEMO_PAGE_POLICY})
 
     @app.get("/health")
     def health() -> dict:
