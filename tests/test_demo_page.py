@@ -1,10 +1,11 @@
 """The demo page (GET /) and the error report, in a real headless Chromium driven by Selenium.
 
-Needs Debian's ``chromium`` and ``chromium-driver`` (.ci/run installs them); without them the
-tests are skipped with that reason. Screenshots go to tests/artifacts/ (git-ignored).
+The browser tests need Debian's ``chromium`` and ``chromium-driver`` (.ci/run installs them);
+without them they are skipped with that reason. Screenshots go to tests/artifacts/ (git-ignored).
 """
 from __future__ import annotations
 
+import re
 import shutil
 import socket
 import threading
@@ -22,7 +23,6 @@ from nerkit.error_report import write_error_report
 from nerkit.predict import Predictor
 from nerkit.serve import Limits, create_app
 
-pytestmark = pytest.mark.slow
 ARTIFACTS = Path(__file__).parent / "artifacts"
 LIMITS = Limits(max_docs=4, max_chars=400, max_bytes=3000)
 TOKEN = "sekret"
@@ -98,6 +98,18 @@ def submit(browser, url: str, text: str, token: str) -> str:
     return status.text
 
 
+def test_demo_page_is_one_self_contained_file(url):
+    response = httpx.get(url + "/")
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/html")
+    page = response.text
+    assert ".ent .tag" in page and "/*HIGHLIGHT_CSS*/" not in page  # the shared style is inlined
+    # No build step and no CDN: nothing loaded from elsewhere, and the browser is told so.
+    assert re.search(r"""\b(src|href)\s*=|@import|url\(|https?://""", page) is None
+    policy = response.headers["content-security-policy"]
+    assert "default-src 'none'" in policy and "connect-src 'self'" in policy
+    assert httpx.post(url + "/predict", json={"texts": ["Berlin"]}).status_code == 401  # the test's token guard
+
+
 # Each entity element's label, offsets and own text (without its label tag).
 MARKS_JS = """
 return Array.from(document.querySelectorAll('#output mark.ent')).map(m => ({
@@ -107,6 +119,7 @@ return Array.from(document.querySelectorAll('#output mark.ent')).map(m => ({
 """
 
 
+@pytest.mark.slow
 def test_page_highlights_the_entities_predict_returns(browser, url):
     status = submit(browser, url, TEXT, TOKEN)
     expected = httpx.post(f"{url}/predict", json={"texts": [TEXT]},
@@ -133,6 +146,7 @@ def test_page_highlights_the_entities_predict_returns(browser, url):
     assert browser.save_screenshot(str(ARTIFACTS / "demo_page.png"))
 
 
+@pytest.mark.slow
 def test_page_shows_the_servers_errors(browser, url):
     from selenium.webdriver.common.by import By
 
@@ -147,6 +161,7 @@ def test_page_shows_the_servers_errors(browser, url):
     assert browser.execute_script(MARKS_JS) == []
 
 
+@pytest.mark.slow
 def test_error_report_renders_in_the_browser(browser, predictor, tmp_path):
     from selenium.webdriver.common.by import By
 
