@@ -277,6 +277,9 @@ def load_split(cfg: ErrorsConfig) -> tuple[list[Document], str]:
         return read_conll(path, scheme=cfg.file.scheme, documents=cfg.file.documents), path.name
     register_resolvers()
     conf_dir = Path(__file__).resolve().parents[1] / "conf"
+    if not (conf_dir / "data" / f"{cfg.data}.yaml").is_file():
+        names = sorted(p.stem for p in (conf_dir / "data").glob("*.yaml"))
+        raise SystemExit(f"no data config {cfg.data!r} in {conf_dir / 'data'} (there are: {', '.join(names)})")
     with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
         data = compose(config_name="train", overrides=[f"data={cfg.data}"]).data
     if not data.get(cfg.split):

@@ -178,6 +178,8 @@ def test_report_errors_command(tiny_run, tmp_path, capsys):
 
     with pytest.raises(SystemExit, match="exactly one of data=NAME or data.path=FILE"):
         report_main(["errors", f"run_dir={tiny_run}"])
+    with pytest.raises(SystemExit, match="no data config 'nosuch' in .*conll2003"):
+        report_main(["errors", f"run_dir={tiny_run}", "data=nosuch"])
     with pytest.raises(SystemExit, match="data config 'sample' has no split 'test'"):
         report_main(["errors", f"run_dir={tiny_run}", "data=sample", "split=test"])
     with pytest.raises(SystemExit, match=r"missing required argument\(s\): run_dir"):
