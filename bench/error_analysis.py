@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 from bench.common import CONLL, ROOT, machine_info, markdown_table, save_results
-
 from nerkit.data.readers import read_conll
 from nerkit.error_analysis import ERROR_CLASSES
 from nerkit.error_report import write_error_report

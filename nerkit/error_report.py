@@ -22,8 +22,16 @@ from typing import Sequence
 from nerkit.data.encoding import word_to_char_span
 from nerkit.data.readers import Document
 from nerkit.data.schemes import Span
-from nerkit.error_analysis import ERROR_CLASSES, NONE, classify_errors, confusion, edge_distance, type_scores, \
-    window_edges
+from nerkit.error_analysis import (
+    ERROR_CLASSES,
+    NONE,
+    SpanError,
+    classify_errors,
+    confusion,
+    edge_distance,
+    type_scores,
+    window_edges,
+)
 from nerkit.predict import Predictor
 
 CLASS_TITLES = {
@@ -107,7 +115,8 @@ def analyze(predictor: Predictor, documents: Sequence[Document], margin: int = 3
     }
 
 
-def _document_json(doc: Document, gold: Sequence[Span], predicted: Sequence[Span], errors) -> dict:
+def _document_json(doc: Document, gold: Sequence[Span], predicted: Sequence[Span],
+                   errors: Sequence[SpanError]) -> dict:
     wrong_gold = {e.gold for e in errors if e.gold is not None}
     wrong_predicted = {e.predicted for e in errors if e.predicted is not None}
     return {

@@ -17,8 +17,8 @@ max_bytes=4000000 log_level=info
 # of endpoints defined inside create_app.
 import sys
 import threading
-from importlib import resources
 from dataclasses import asdict, dataclass
+from importlib import resources
 from typing import Annotated, Optional
 
 import uvicorn

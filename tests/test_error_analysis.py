@@ -8,11 +8,10 @@ import pytest
 from conftest import TOY_SENTENCES, save_tiny_run, write_conll
 
 from nerkit.data.encoding import EncodedText
-from nerkit.data.readers import Document, read_conll
+from nerkit.data.readers import read_conll
 from nerkit.data.schemes import Span
 from nerkit.data.windowing import Window
-from nerkit.error_analysis import NONE, SpanError, classify_errors, confusion, edge_distance, type_scores, \
-    window_edges
+from nerkit.error_analysis import NONE, SpanError, classify_errors, confusion, edge_distance, type_scores, window_edges
 from nerkit.error_report import highlight, write_error_report
 from nerkit.predict import Predictor
 from nerkit.report import main as report_main
