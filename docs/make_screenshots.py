@@ -77,7 +77,7 @@ def demo_screenshot(run_dir: Path, path: Path) -> None:
         height = browser.execute_script("return document.querySelector('main').scrollHeight")
         browser.set_window_size(1100, height + 140)  # + the window's own bars: the page and nothing below
         marks = browser.find_elements(By.CSS_SELECTOR, "#output mark.ent")
-        ActionChains(browser).move_to_element(marks[1 if len(marks) > 1 else 0]).perform()  # show one tooltip
+        ActionChains(browser).move_to_element(marks[-1]).perform()  # show one tooltip, below the last line
         browser.save_screenshot(str(path))
     finally:
         browser.quit()
