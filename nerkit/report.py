@@ -1,4 +1,5 @@
-"""Collect a Hydra multirun into a comparison: ``python -m nerkit.report <multirun dir> [--out DIR]``.
+"""Reports. A sweep comparison: ``python -m nerkit.report <multirun dir> [--out DIR]``; an error
+analysis of one trained model: ``python -m nerkit.report errors run_dir=RUN data=NAME [split=dev]``.
 
 Every job directory (one with ``.hydra/overrides.yaml``) becomes a row: encoder, head, learning
 rates, the other swept overrides, and from its ``metrics.json`` the dev precision / recall / F1
@@ -6,6 +7,13 @@ of its best epoch (overall and per entity type), test F1 when there is a test sp
 training time and parameter count. A job without ``metrics.json``, or with a ``FAILED`` marker,
 is reported as failed. Writes ``report.md`` and ``report.png`` (F1 by encoder x head, F1 vs head
 learning rate).
+
+``errors`` writes ``errors.json`` and ``errors.html`` into the run directory (see
+nerkit/error_report.py). The documents: a data config of conf/data (``data=conll2003
+split=dev``) or a file (``data.path=FILE``: character-span JSON if it ends in .json/.jsonl,
+else CoNLL, with ``data.scheme=BIO data.documents=false``). ``limit=N`` keeps the first N
+documents, ``margin=3`` is the distance in tokens that counts as near a window edge; also
+``device=cpu|cuda batch_size=64``.
 """
 from __future__ import annotations
 
@@ -13,12 +21,18 @@ import argparse
 import json
 import math
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional
 
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
 from matplotlib.figure import Figure
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
+
+from nerkit.config import register_resolvers
+from nerkit.data.readers import Document, read_conll, read_json_spans
 
 FAILED_MARKER = "FAILED"
 # Shown in their own columns; any other override that differs between jobs gets a column too.
@@ -237,7 +251,76 @@ def build_report(root: str | Path, out: str | Path | None = None) -> tuple[Path,
     return path, jobs
 
 
+@dataclass
+class FileData:
+    path: str = ""
+    scheme: str = "BIO"
+    documents: bool = False
+
+
+@dataclass
+class ErrorsConfig:
+    run_dir: str = MISSING
+    data: Optional[str] = None  # a conf/data config name; or data.path=FILE
+    file: FileData = field(default_factory=FileData)
+    split: str = "dev"
+    limit: Optional[int] = None
+    margin: int = 3
+    device: Optional[str] = None
+    batch_size: int = 64
+
+
+def load_split(cfg: ErrorsConfig) -> tuple[list[Document], str]:
+    """The documents ``cfg`` names, and a name for them."""
+    if cfg.file.path:
+        path = Path(cfg.file.path)
+        if path.suffix in (".json", ".jsonl"):
+            return read_json_spans(path), path.name
+        return read_conll(path, scheme=cfg.file.scheme, documents=cfg.file.documents), path.name
+    register_resolvers()
+    conf_dir = Path(__file__).resolve().parents[1] / "conf"
+    if not (conf_dir / "data" / f"{cfg.data}.yaml").is_file():
+        names = sorted(p.stem for p in (conf_dir / "data").glob("*.yaml"))
+        raise SystemExit(f"no data config {cfg.data!r} in {conf_dir / 'data'} (there are: {', '.join(names)})")
+    with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
+        data = compose(config_name="train", overrides=[f"data={cfg.data}"]).data
+    if not data.get(cfg.split):
+        splits = [k for k in ("train", "dev", "test") if data.get(k)]
+        raise SystemExit(f"data config {cfg.data!r} has no split {cfg.split!r} (it has: {', '.join(splits)})")
+    return instantiate(data[cfg.split]), f"{cfg.data} {cfg.split}"
+
+
+def errors_main(argv: list[str]) -> int:
+    # Imported here: they load torch, which the sweep report does not need.
+    from nerkit.error_report import write_error_report
+    from nerkit.predict_cli import load_predictor, parse_args, setup_logging
+
+    usage = __doc__.split("\n\n", 1)[1]
+    # data=NAME and data.path=FILE share the key `data`: move the file's keys to `file`.
+    argv = [f"file.{a[len('data.'):]}" if a.startswith("data.") else a for a in argv]
+    cfg = parse_args(ErrorsConfig, argv, usage)
+    if bool(cfg.data) == bool(cfg.file.path):
+        raise SystemExit(f"give the documents as exactly one of data=NAME or data.path=FILE\n\n{usage}")
+    setup_logging()
+    documents, name = load_split(cfg)
+    if cfg.limit is not None:
+        print(f"keeping the first {min(cfg.limit, len(documents))} of {len(documents)} documents (limit={cfg.limit})",
+              file=sys.stderr)
+        documents, name = documents[: cfg.limit], f"{name} (first {cfg.limit})"
+    predictor = load_predictor(cfg.run_dir, device=cfg.device, batch_size=cfg.batch_size)
+    path = write_error_report(predictor, documents, cfg.run_dir, name, cfg.margin)
+    report = json.loads((path.parent / "errors.json").read_text(encoding="utf-8"))
+    overall = report["scores"]["overall"]
+    counts = ", ".join(f"{kind} {e['count']}" for kind, e in report["errors"].items())
+    print(f"{len(documents)} documents, exact-span F1 {100 * overall['f1']:.1f}; errors: {counts}")
+    print(f"wrote {path} and {path.parent / 'errors.json'}", file=sys.stderr)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["errors"]:
+        return errors_main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m nerkit.report", description=__doc__.split("\n\n")[0])
     parser.add_argument("multirun_dir", type=Path, help="a Hydra multirun (sweep) directory")
     parser.add_argument("--out", type=Path, help="where to write report.md and report.png (default: multirun_dir)")

@@ -4,6 +4,7 @@
 "label", "text", "score"}, ...], ...]}``, one list per text, offsets into that text.
 ``GET /health`` says the model is loaded, which entity types and limits it has, and whether
 it is ``busy`` with a request (and for how long) or ``idle``.
+``GET /`` is a demo page: a text box whose text comes back with its entities highlighted.
 
 The model is loaded once at start-up from ``run_dir``; a request cannot name another (unknown
 fields are rejected), and nothing in the run directory runs as code (``trust_remote_code=true``
@@ -33,6 +34,7 @@ import sys
 import threading
 import time
 from dataclasses import asdict, dataclass
+from importlib import resources
 from typing import Annotated, Optional
 
 import uvicorn
@@ -41,7 +43,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from omegaconf import MISSING
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model
-from starlette.responses import JSONResponse
+from starlette.responses import HTMLResponse, JSONResponse
 
 from nerkit.predict import Predictor
 from nerkit.cli import Backend, load_predictor, parse_args, setup_logging
@@ -173,6 +175,18 @@ def stop_between_batches(predictor: Predictor) -> dict:
     return holder
 
 
+# The page runs only its own inline script and style and talks only to this server.
+DEMO_PAGE_POLICY = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+                    "connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'")
+
+
+def demo_page() -> str:
+    """The demo page (nerkit/static/demo.html) with the shared highlight style inlined."""
+    static = resources.files("nerkit") / "static"
+    css = (static / "highlight.css").read_text(encoding="utf-8")
+    return (static / "demo.html").read_text(encoding="utf-8").replace("/*HIGHLIGHT_CSS*/", css, 1)
+
+
 def create_app(predictor: Predictor, limits: Limits | None = None, info: dict | None = None,
                auth_token: str | None = None):
     """The FastAPI app around one loaded predictor; ``auth_token`` guards all but /health."""
@@ -199,6 +213,12 @@ def create_app(predictor: Predictor, limits: Limits | None = None, info: dict | 
         detail = [{"loc": list(e["loc"]), "type": e["type"],
                    "msg": UNICODE_ERROR if e["type"] == "string_unicode" else e["msg"]} for e in err.errors()]
         return JSONResponse({"detail": detail}, status_code=422)
+
+    page = demo_page()
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def demo() -> HTMLResponse:
+        return HTMLResponse(page, headers={"Content-Security-Policy": DEMO_PAGE_POLICY})
 
     @app.get("/health")
     async def health() -> dict:
