@@ -1,0 +1,140 @@
+"""Sweeps beyond one process: jobs through submitit (the SLURM launcher's local twin) and Ray, a
+failed job's record there, and an Optuna search that survives being killed.
+
+The launcher tests need the ``cluster`` extra (``pip install -e .[cluster]``)."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from tests.conftest import TOY_SENTENCES, write_conll
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def multirun(tmp: Path, *overrides: str) -> tuple[subprocess.CompletedProcess, Path]:
+    """``python -m nerkit.train -m`` on the toy data for 2 steps, its sweep directory under ``tmp``."""
+    data = write_conll(tmp / "toy.conll", TOY_SENTENCES)
+    sweep_dir = tmp / "multirun"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "nerkit.train", "-m", f"data.train.path={data}", f"data.dev.path={data}",
+               "trainer.max_steps=2", f"hydra.sweep.dir={sweep_dir}", *overrides]
+    done = subprocess.run(command, check=False, cwd=tmp, env=env, capture_output=True, text=True, timeout=400)
+    return done, sweep_dir
+
+
+def assert_two_jobs_trained_and_one_failed(done: subprocess.CompletedProcess, sweep_dir: Path) -> None:
+    """The sweep ``head.scheme=BIO,IOBES,NOPE``: NOPE raises when the head is built."""
+    assert done.returncode != 0, "a failed job must fail the sweep"
+    for job, scheme in [(0, "BIO"), (1, "IOBES")]:
+        run = sweep_dir / str(job)
+        assert OmegaConf.load(run / "config.yaml").head.scheme == scheme
+        metrics = json.loads((run / "metrics.json").read_text())
+        assert metrics["parameters"] > 0 and 0.0 <= metrics["best_dev_f1"] <= 1.0
+        assert (run / "model.safetensors").is_file() and not (run / "FAILED").exists()
+    failed = sweep_dir / "2"
+    assert not (failed / "metrics.json").exists()
+    assert OmegaConf.load(failed / ".hydra" / "overrides.yaml")[-1] == "head.scheme=NOPE"
+    record = (failed / "FAILED").read_text()
+    assert record.startswith("Traceback") and "unknown tagging scheme 'NOPE'" in record
+    assert "unknown tagging scheme 'NOPE'" in (failed / "train.log").read_text()
+
+
+@pytest.mark.slow
+def test_submitit_runs_each_job_in_its_own_process_and_records_the_failed_one(tmp_path, tiny_bert_dir):
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="pip install -e .[cluster]")
+    done, sweep_dir = multirun(tmp_path, "hydra/launcher=submitit_local", f"encoder.pretrained={tiny_bert_dir}",
+                               "head.scheme=BIO,IOBES,NOPE")
+    assert_two_jobs_trained_and_one_failed(done, sweep_dir)
+    # Each job ran in a process of its own, which wrote the FAILED record (Hydra's callbacks run
+    # in the job's process, here a submitit job, not in the sweep's).
+    logs = sorted((sweep_dir / ".submitit").glob("*/*_0_log.out"))
+    assert len(logs) == 3 and len({log.parent.name for log in logs}) == 3
+    assert sum("unknown tagging scheme 'NOPE'" in log.read_text() for log in logs) == 1
+
+
+@pytest.fixture(scope="module")
+def ray_cluster() -> str:
+    """A 2-CPU Ray instance of this test process, as `ray start --head` would give; its address."""
+    ray = pytest.importorskip("ray", reason="pip install -e .[cluster]")
+    pytest.importorskip("hydra_plugins.hydra_ray_launcher", reason="pip install -e .[cluster]")
+    old = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = str(REPO)  # the Ray workers (this process's children) import nerkit from here
+    try:
+        context = ray.init(num_cpus=2, include_dashboard=False, object_store_memory=100 * 2**20)
+    finally:
+        os.environ.pop("PYTHONPATH") if old is None else os.environ.update(PYTHONPATH=old)
+    yield context.address_info["gcs_address"]
+    ray.shutdown()
+
+
+@pytest.mark.slow
+def test_ray_cluster_launcher_runs_the_jobs_on_a_running_cluster_and_records_the_failed_one(
+        tmp_path, tiny_bert_dir, ray_cluster):
+    done, sweep_dir = multirun(tmp_path, "hydra/launcher=ray_cluster", f"hydra.launcher.ray.init.address={ray_cluster}",
+                               "hydra.launcher.ray.remote.num_cpus=1", "hydra.launcher.ray.remote.num_gpus=0",
+                               f"encoder.pretrained={tiny_bert_dir}", "head.scheme=BIO,IOBES,NOPE")
+    assert_two_jobs_trained_and_one_failed(done, sweep_dir)
+    assert f"Initializing ray with config: {{'address': '{ray_cluster}'" in done.stderr + done.stdout
+
+
+class KillAtJob(Callback):
+    """Kills the sweep (SIGKILL, as a scheduler or an OOM killer would) when job ``job`` starts,
+    once: the basic launcher runs the jobs in the sweep's own process."""
+
+    def __init__(self, job: int, marker: str) -> None:
+        self.job, self.marker = job, Path(marker)
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if config.hydra.job.num == self.job and not self.marker.exists():
+            self.marker.touch()
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+@pytest.mark.slow
+def test_a_killed_optuna_search_continues_where_it_stopped_when_rerun(tmp_path, tiny_bert_dir):
+    optuna = pytest.importorskip("optuna")
+    search = ["hparams_search=optuna", "hydra.sweeper.params=null", "head.dropout=interval(0.0,0.5)",
+              "hydra.sweeper.n_trials=3", f"encoder.pretrained={tiny_bert_dir}"]
+    kill = ["+hydra.callbacks.kill._target_=tests.test_cluster.KillAtJob", "+hydra.callbacks.kill.job=1",
+            f"+hydra.callbacks.kill.marker={tmp_path / 'killed'}"]
+
+    def study() -> list[optuna.trial.FrozenTrial]:
+        return optuna.load_study(study_name="nerkit", storage=f"sqlite:///{sweep_dir}/optuna.db").trials
+
+    done, sweep_dir = multirun(tmp_path, *search, *kill)
+    assert done.returncode == -signal.SIGKILL, done.stderr[-3000:]
+    first, interrupted = study()
+    assert first.state == optuna.trial.TrialState.COMPLETE and interrupted.state == optuna.trial.TrialState.RUNNING
+    finished = (sweep_dir / "0" / "metrics.json").read_text(), (sweep_dir / "0" / "metrics.json").stat().st_mtime_ns
+    assert not (sweep_dir / "1" / "metrics.json").exists()
+
+    done, _ = multirun(tmp_path, *search, *kill)  # the same command: the kill has happened already
+    assert done.returncode == 0, done.stderr[-3000:]
+    trials = study()
+    assert [t.state.name for t in trials] == ["COMPLETE", "FAIL", "COMPLETE", "COMPLETE"]
+    assert trials[0].params == first.params and trials[0].value == first.value  # loaded back, not re-run
+    assert ((sweep_dir / "0" / "metrics.json").read_text(), (sweep_dir / "0" / "metrics.json").stat().st_mtime_ns) \
+        == finished
+    assert trials[1].user_attrs["interrupted"] and trials[2].params == interrupted.params  # run again
+    assert trials[3].params != trials[0].params  # the sampler did not restart its random stream
+    assert [t.user_attrs["hydra_job_num"] for t in trials] == [0, 1, 2, 3]
+    for trial in (trials[0], trials[2], trials[3]):
+        run = sweep_dir / str(trial.user_attrs["hydra_job_num"])
+        assert json.loads((run / "metrics.json").read_text())["best_dev_f1"] == trial.value
+        assert OmegaConf.load(run / "config.yaml").head.dropout == pytest.approx(trial.params["head.dropout"])
+    best = OmegaConf.load(sweep_dir / "optimization_results.yaml")
+    assert best.best_value == max(t.value for t in trials if t.value is not None)
+
+    done, _ = multirun(tmp_path, *search)  # complete: a rerun runs nothing and reports the same best
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert len(study()) == 4 and OmegaConf.load(sweep_dir / "optimization_results.yaml") == best
