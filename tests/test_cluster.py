@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,8 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
+from safetensors.torch import load_file
+from transformers import BertConfig
 
 from tests.conftest import TOY_SENTENCES, write_conll
 
@@ -138,3 +142,36 @@ def test_a_killed_optuna_search_continues_where_it_stopped_when_rerun(tmp_path, 
     done, _ = multirun(tmp_path, *search)  # complete: a rerun runs nothing and reports the same best
     assert done.returncode == 0, done.stderr[-3000:]
     assert len(study()) == 4 and OmegaConf.load(sweep_dir / "optimization_results.yaml") == best
+
+
+@pytest.mark.slow
+def test_accelerate_launch_starts_two_cpu_processes_that_train_the_model_of_one(tiny_bert_dir, tmp_path):
+    # `accelerate launch --cpu` starts one process (several only through mpirun, whose environment
+    # nerkit does not read); --multi_gpu starts torchrun's processes, which train on CPU (gloo) too.
+    pytest.importorskip("accelerate")
+    bert = tmp_path / "bert"  # without dropout, which draws from each process's own random stream
+    shutil.copytree(tiny_bert_dir, bert)
+    config = BertConfig.from_pretrained(bert)
+    config.hidden_dropout_prob = config.attention_probs_dropout_prob = 0.0
+    config.save_pretrained(bert)
+    data = write_conll(tmp_path / "toy.conll", TOY_SENTENCES * 3 + TOY_SENTENCES[:1])
+    one, two = tmp_path / "one", tmp_path / "two"
+    args = ["-m", "nerkit.train", f"encoder.pretrained={bert}", "head.dropout=0", f"data.train.path={data}",
+            f"data.dev.path={data}", "trainer.epochs=2", "trainer.batch_size=3", "trainer.lr=1e-3", "trainer.device=cpu"]
+    accelerate = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                  "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    jobs = [subprocess.Popen([*command, *args, f"hydra.run.dir={run}"], env=env, cwd=tmp_path,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            for command, run in [([sys.executable], one), (accelerate, two)]]
+    for job in jobs:
+        _, err = job.communicate(timeout=300)
+        assert job.returncode == 0, err[-3000:]
+    assert "data-parallel training on 2 processes (gloo)" in (two / "train.log").read_text()
+    assert "data-parallel" not in (one / "train.log").read_text()
+    want, got = (json.loads((run / "metrics.json").read_text()) for run in (one, two))
+    assert got["history"] == want["history"]
+    a, b = load_file(one / "model.safetensors"), load_file(two / "model.safetensors")
+    assert a.keys() == b.keys()
+    for key in a:  # float rounding only (~2e-7); a lost or doubled row moves weights by ~lr = 1e-3
+        torch.testing.assert_close(b[key], a[key], rtol=0, atol=1e-5, msg=key)
