@@ -15,12 +15,13 @@ from typing import Any
 
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 from safetensors.torch import load_file
 from transformers import BertConfig
 
-from tests.conftest import TOY_SENTENCES, write_conll
+from tests.conftest import CONF_DIR, TOY_SENTENCES, write_conll
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -175,3 +176,31 @@ def test_accelerate_launch_starts_two_cpu_processes_that_train_the_model_of_one(
     assert a.keys() == b.keys()
     for key in a:  # float rounding only (~2e-7); a lost or doubled row moves weights by ~lr = 1e-3
         torch.testing.assert_close(b[key], a[key], rtol=0, atol=1e-5, msg=key)
+
+
+def test_slurm_config_asks_sbatch_for_requeue_and_a_signal_before_the_timeout(tmp_path, monkeypatch):
+    submitit = pytest.importorskip("submitit", reason="pip install -e .[cluster]")
+    from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("train", ["hydra/launcher=slurm", f"hydra.sweep.dir={tmp_path}", "hydra.launcher.partition=gpu"],
+                      return_hydra_config=True)
+        ray = compose("train", ["hydra/launcher=ray_cluster"], return_hydra_config=True).hydra.launcher
+    assert ray._target_.endswith("RayLauncher") and ray.ray.init.address == "auto"
+    assert "object_store_memory" in ray.ray.init and ray.ray.init.object_store_memory is None
+    params = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
+    assert params.pop("_target_").endswith("SlurmLauncher")
+    # Build the executor as hydra-submitit-launcher does; submitit wants an srun to exist.
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "srun").write_text("#!/bin/sh\n")
+    (tmp_path / "bin" / "srun").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    executor = submitit.AutoExecutor(folder=params.pop("submitit_folder"), cluster="slurm",
+                                     slurm_max_num_timeout=params.pop("max_num_timeout"))
+    base = set(OmegaConf.structured(BaseQueueConf).keys())
+    executor.update_parameters(**{k if k in base else f"slurm_{k}": v for k, v in params.items()})
+    sbatch = executor._executor._make_submission_file_text("python -m nerkit.train", "uid").splitlines()
+    for line in ["#SBATCH --requeue", "#SBATCH --signal=USR2@120", "#SBATCH --partition=gpu", "#SBATCH --time=240",
+                 "#SBATCH --gpus-per-node=1"]:
+        assert line in sbatch, (line, sbatch)
+    assert executor._executor.max_num_timeout == 3
