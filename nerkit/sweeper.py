@@ -29,7 +29,6 @@ class ResumableOptunaSweeperImpl(OptunaSweeperImpl):
     """hydra_plugins/nerkit_sweeper/resumable_optuna_sweeper.py hands a sweep to this."""
 
     def sweep(self, arguments: list[str]) -> None:
-        logging.getLogger("alembic").setLevel(logging.WARNING)  # its schema set-up lines, at every start
         sweep_dir = str(Path(str(self.config.hydra.sweep.dir)).absolute())
         Path(sweep_dir).mkdir(parents=True, exist_ok=True)  # a sqlite storage may live in it
         if self.storage and int(optuna.__version__.split(".")[0]) < 3 and int(version("sqlalchemy").split(".")[0]) >= 2:

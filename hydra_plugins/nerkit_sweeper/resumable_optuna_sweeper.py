@@ -5,11 +5,16 @@ nor the Optuna plugin until a sweep actually uses it (as the plugin's own Optuna
 """
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig
+
+# Hydra imports Optuna when it builds the sampler, before the sweeper; Optuna's database storage
+# imports alembic, which logs a line per alembic plugin at INFO.
+logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 class ResumableOptunaSweeper(Sweeper):
