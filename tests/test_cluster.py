@@ -1,7 +1,8 @@
-"""Sweeps beyond one process: jobs through submitit (the SLURM launcher's local twin) and Ray, a
-failed job's record there, and an Optuna search that survives being killed.
+"""Beyond one process: sweep jobs through submitit (the SLURM launcher's local twin) and Ray with
+a failed job's record there, the SLURM config as sbatch sees it, an Optuna search that survives
+being killed, and ``accelerate launch`` with two CPU processes.
 
-The launcher tests need the ``cluster`` extra (``pip install -e .[cluster]``)."""
+The launcher tests need the ``cluster`` extra (``pip install -e .[cluster]``) and skip without it."""
 from __future__ import annotations
 
 import json
