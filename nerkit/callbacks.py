@@ -2,7 +2,10 @@
 
 Hydra's basic sweeper runs every job of a multirun, then re-raises the first failure (so the
 process exits non-zero), but it leaves nothing in the failed job's own directory. This callback
-writes the traceback into that job's log and a ``FAILED`` file beside it.
+writes the traceback into that job's log and a ``FAILED`` file beside it. Hydra calls it where the
+job runs (inside ``run_job``): in the sweep's process for the basic launcher, in the job's own
+process for joblib, submitit (SLURM) and Ray, so the file lands in the job's directory on that
+machine. A job killed from outside (SIGKILL, out of memory, time limit) runs no callback.
 """
 from __future__ import annotations
 

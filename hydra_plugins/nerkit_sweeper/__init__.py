@@ -1,0 +1,1 @@
+"""nerkit's Hydra plugins: Hydra only instantiates plugins that live in the hydra_plugins package."""
