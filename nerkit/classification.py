@@ -23,7 +23,6 @@ from typing import Sequence
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
-from safetensors.torch import load_model
 from torch import nn
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
@@ -33,7 +32,7 @@ from nerkit.data.encoding import TextEncoder
 from nerkit.data.readers import Document
 from nerkit.encoders import build_encoder
 from nerkit.encoders.base import Encoder
-from nerkit.model import ENCODER_DIR, WEIGHTS, read_run, save_run
+from nerkit.model import ENCODER_DIR, load_weights, read_run, save_run
 
 log = logging.getLogger(__name__)
 STRATEGIES = ("head", "head_tail", "windows")
@@ -117,7 +116,7 @@ class DocClassifier(nn.Module):
         directory = Path(directory)
         cfg, labels = read_run(directory, "labels")
         model = cls.from_config(cfg, labels, directory / ENCODER_DIR)
-        load_model(model, str(directory / WEIGHTS), strict=True)
+        load_weights(model, directory)
         return model.to(device).eval(), cfg
 
 

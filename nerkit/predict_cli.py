@@ -24,14 +24,14 @@ import tempfile
 from dataclasses import asdict, dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Iterator, Optional, TypeVar
+from typing import TYPE_CHECKING, Iterator, Optional, TypeVar
 
-import torch
 from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from tqdm.auto import tqdm
 
-from nerkit.predict import Predictor
+if TYPE_CHECKING:  # torch is imported only by backend=torch: backend=onnx runs without it
+    from nerkit.predict import Predictor
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -100,9 +100,13 @@ def setup_logging() -> None:
 def load_predictor(run_dir: str | Path, backend: Backend = Backend.torch, device: str | None = None,
                    batch_size: int = 64, threads: int | None = None) -> Predictor:
     if Backend(backend) is Backend.onnx:
-        from nerkit.export import OnnxPredictor
+        from nerkit.onnx_predict import OnnxPredictor
 
         return OnnxPredictor.from_run(run_dir, batch_size=batch_size, threads=threads)
+    import torch
+
+    from nerkit.predict import Predictor
+
     if threads:
         torch.set_num_threads(threads)
     return Predictor.from_run(run_dir, device, batch_size)

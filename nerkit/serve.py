@@ -117,7 +117,7 @@ def create_app(predictor: Predictor, limits: Limits | None = None, info: dict | 
 
     @app.get("/health")
     def health() -> dict:
-        return {"status": "ok", "entity_types": predictor.model.head.entity_types, "limits": asdict(limits),
+        return {"status": "ok", "entity_types": predictor.entity_types, "limits": asdict(limits),
                 **(info or {})}
 
     # A plain `def`: FastAPI runs it in its thread pool, so the event loop stays free meanwhile.
@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = parse_args(ServeConfig, sys.argv[1:] if argv is None else argv, __doc__)
     predictor = load_predictor(cfg.run_dir, cfg.backend, cfg.device, cfg.batch_size, cfg.threads)
     limits = Limits(cfg.max_docs, cfg.max_chars, cfg.max_bytes)
-    app = create_app(predictor, limits, {"backend": cfg.backend.value, "head": type(predictor.model.head).__name__})
+    app = create_app(predictor, limits, {"backend": cfg.backend.value, "head": predictor.head_name})
     uvicorn.run(app, host=cfg.host, port=cfg.port, log_level=cfg.log_level)
     return 0
 

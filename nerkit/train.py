@@ -136,7 +136,7 @@ def train(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
         log.info("epoch %d: dev P %.4f R %.4f F1 %.4f", epoch, metrics.get("precision", 0), metrics.get("recall", 0), metrics["f1"])
         if "dev" not in splits or metrics["f1"] > state.best_f1:
             state.best_f1, state.best_step = metrics["f1"], state.step
-            model.save(output_dir, cfg)
+            model.save(output_dir, cfg, {"epoch": epoch, "step": state.step, "dev": metrics} if "dev" in splits else None)
         checkpoints.save(state)
     progress.close()
     processes.close()

@@ -1,16 +1,20 @@
 """A HuggingFace transformer encoder (BERT family), from a local path or a hub name."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 
 from nerkit.encoders.base import Encoder
 
 
 class BertEncoder(Encoder):
+    saves_weights = True
+
     def __init__(
         self,
         pretrained: str,
@@ -37,8 +41,18 @@ class BertEncoder(Encoder):
         return self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
 
     def save_files(self, directory: Path) -> None:
+        """A HuggingFace model folder: ``AutoModel.from_pretrained(directory)`` gives the fine-tuned
+        encoder (its pooler, unused and untrained, is left out: transformers initializes a new one)."""
         self.tokenizer.save_pretrained(directory)
-        self.model.config.save_pretrained(directory)
+        self.model.save_pretrained(directory)
+
+    def load_saved_weights(self, directory: Path) -> None:
+        index = Path(directory) / "model.safetensors.index.json"  # big models are saved in shards
+        files = sorted(set(json.loads(index.read_text())["weight_map"].values())) if index.is_file() else ["model.safetensors"]
+        state = {}
+        for name in files:
+            state.update(load_file(Path(directory) / name))
+        self.model.load_state_dict(state, strict=True)
 
     @classmethod
     def reload_kwargs(cls, directory: Path) -> dict[str, Any]:
