@@ -133,7 +133,8 @@ def test_train_cli_on_a_saved_dataset(tiny_bert_dir, tmp_path):
     run = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
     subprocess.run([sys.executable, "-m", "nerkit.train", "data=hf", f"data.path={folder}", f"encoder.pretrained={tiny_bert_dir}",
-                    "trainer.max_steps=2", "trainer.batch_size=4", "max_length=32", "stride=8", "trainer.device=cpu",
+                    "trainer.max_steps=2", "trainer.batch_size=4", "trainer.device=cpu",
                     f"hydra.run.dir={run}"], cwd=ROOT, env=env, check=True, capture_output=True)
     metrics = json.loads((run / "metrics.json").read_text())
-    assert metrics["train_windows"] == 40 and metrics["test"]["gold_entities"] > 0
+    assert metrics["train_windows"] == 40 and metrics["history"][0]["step"] == 2 and metrics["test"]["gold_entities"] > 0
+    assert "Dev (seqeval strict" in (run / "README.md").read_text()
