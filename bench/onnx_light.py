@@ -16,6 +16,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from bench.stamp import ROOT, stamp
@@ -56,12 +57,13 @@ def main() -> None:
         export_onnx(args.run_dir)
     from nerkit.data.readers import read_conll
 
-    texts_file = args.run_dir / "onnx_light_texts.json"
-    texts_file.write_text(json.dumps([d.text for d in read_conll(CONLL_TEST)[: args.texts]]))
     runs = {backend: [] for backend in ("torch", "onnx")}
-    for _ in range(args.repeats):  # interleaved, so that both see the same machine load
-        for backend in runs:
-            runs[backend].append(run_backend(args.run_dir, backend, texts_file))
+    with tempfile.NamedTemporaryFile("w", suffix=".json") as texts_file:
+        json.dump([d.text for d in read_conll(CONLL_TEST)[: args.texts]], texts_file)
+        texts_file.flush()
+        for _ in range(args.repeats):  # interleaved, so that both see the same machine load
+            for backend in runs:
+                runs[backend].append(run_backend(args.run_dir, backend, Path(texts_file.name)))
     summary = {}
     for backend, measured in runs.items():
         summary[backend] = {k: statistics.median(m[k] for m in measured) for k in ("load_seconds", "predict_seconds", "peak_rss_mib")}
