@@ -36,7 +36,8 @@ from hydra import compose, initialize_config_dir
 
 from nerkit.config import register_resolvers
 from nerkit.data.readers import read_conll
-from nerkit.export import OnnxPredictor, export_onnx
+from nerkit.export import export_onnx
+from nerkit.onnx_predict import OnnxPredictor
 from nerkit.model import NerModel
 from nerkit.predict import Predictor
 from nerkit.predict_cli import Format, PredictConfig, predict_file

@@ -24,9 +24,10 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
-from safetensors.torch import load_file, load_model, save_file
+from safetensors.torch import load_file, save_file
 
-from nerkit.model import CONFIG, ENCODER_DIR, LABELS, WEIGHTS
+from nerkit.model_card import MODEL_CARD
+from nerkit.runs import CONFIG, ENCODER_DIR, LABELS, WEIGHTS, load_weights
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +147,7 @@ class Checkpointer:
         if changed:
             log.warning("resuming with a config that differs from the checkpoint's in %s: the run will not "
                         "match an uninterrupted one", changed)
-        load_model(self.model, str(path / WEIGHTS), strict=True)
+        load_weights(self.model, path)
         everything = _decode(json.loads((path / STATE_JSON).read_text()), load_file(str(path / STATE_TENSORS)))
         self.optimizer.load_state_dict(everything["optimizer"])
         self.scheduler.load_state_dict(everything["scheduler"])
@@ -170,7 +171,7 @@ class Checkpointer:
 def _export_model(checkpoint: Path, output_dir: Path) -> None:
     """Copy a checkpoint's model files into the run directory (the run's best model)."""
     output_dir.mkdir(parents=True, exist_ok=True)
-    for name in (WEIGHTS, CONFIG, LABELS):
+    for name in (WEIGHTS, CONFIG, LABELS, MODEL_CARD):
         tmp = output_dir / f".{name}.tmp"
         shutil.copyfile(checkpoint / name, tmp)
         os.replace(tmp, output_dir / name)

@@ -24,14 +24,13 @@ from typing import Sequence
 
 import torch
 from omegaconf import DictConfig
-from safetensors.torch import load_model
 from torch import nn
 
 from nerkit.data.batching import pad
 from nerkit.data.encoding import TextEncoder
 from nerkit.encoders import build_encoder
 from nerkit.encoders.base import Encoder
-from nerkit.runs import ENCODER_DIR, WEIGHTS, read_run, save_run
+from nerkit.runs import ENCODER_DIR, load_weights, read_run, save_run
 
 log = logging.getLogger(__name__)
 STRATEGIES = ("head", "head_tail", "windows")
@@ -134,8 +133,8 @@ class DocClassifier(nn.Module):
                 pooled.append((self.attention(rows).softmax(0) * rows).sum(0))
         return self.classifier(self.dropout(torch.stack(pooled)))
 
-    def save(self, directory: str | Path, cfg: DictConfig) -> None:
-        save_run(directory, self, cfg, "labels", self.labels)
+    def save(self, directory: str | Path, cfg: DictConfig, metrics: dict | None = None) -> None:
+        save_run(directory, self, cfg, "labels", self.labels, metrics)
 
     @classmethod
     def load(cls, directory: str | Path, device: str | torch.device = "cpu",
@@ -144,7 +143,7 @@ class DocClassifier(nn.Module):
         directory = Path(directory)
         cfg, labels = read_run(directory, "labels", trust_remote_code)
         model = cls.from_config(cfg, labels, directory / ENCODER_DIR)
-        load_model(model, str(directory / WEIGHTS), strict=True)
+        load_weights(model, directory)
         return model.to(device).eval(), cfg
 
 

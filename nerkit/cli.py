@@ -5,13 +5,13 @@ from __future__ import annotations
 import logging
 from enum import Enum
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-import torch
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from nerkit.predict import Predictor
+if TYPE_CHECKING:  # torch is imported only for backend=torch: backend=onnx runs without it
+    from nerkit.predict import Predictor
 
 T = TypeVar("T")
 
@@ -46,11 +46,15 @@ def setup_logging() -> None:
 def load_predictor(run_dir: str | Path, backend: Backend = Backend.torch, device: str | None = None,
                    batch_size: int = 64, threads: int | None = None, trust_remote_code: bool = False) -> Predictor:
     if Backend(backend) is Backend.onnx:
-        from nerkit.export import OnnxPredictor  # lazy: onnxruntime is an extra, and export uses this module
+        from nerkit.onnx_predict import OnnxPredictor  # lazy: onnxruntime is an extra
 
         if trust_remote_code:
             raise ValueError("trust_remote_code=true works with backend=torch only")
         return OnnxPredictor.from_run(run_dir, batch_size=batch_size, threads=threads)
+    import torch
+
+    from nerkit.predict import Predictor
+
     if threads:
         torch.set_num_threads(threads)
     return Predictor.from_run(run_dir, device, batch_size, trust_remote_code)

@@ -186,7 +186,7 @@ class Engine:
         log.info("step %d (epoch %d): dev %s %.4f", state.step, epoch, task.metric, value)
         if not task.has_split("dev") or value > state.best_metric:
             state.best_metric, state.best_step, state.bad_evaluations = value, state.step, 0
-            task.save(self.output_dir)
+            task.save(self.output_dir, {"epoch": epoch, "step": state.step, "dev": metrics} if task.has_split("dev") else None)
         else:
             state.bad_evaluations += 1
         runlog.evaluation(state, epoch, metrics)

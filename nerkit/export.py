@@ -1,21 +1,28 @@
-"""ONNX export of a run directory, and a Predictor that runs the exported graph in ONNX Runtime.
+"""Export a run directory: to ONNX (``format=onnx``, the default) or to a transformers model folder
+(``format=hf``, softmax heads).
 
-The graph is the model's forward pass: encoder, gather of each word's first sub-token, and
-the head's scores (tag emissions, or GlobalPointer span logits). Decoding (argmax, CRF
-Viterbi, span thresholds) and the merging of windows stay outside the graph, in the head's
-own ``window_outputs`` / ``decode_documents``, so both runtimes share every step after the
-scores. The export records a hash of the weights it came from; loading a graph exported from
-other weights is refused.
+ONNX: the graph is the model's forward pass: encoder, gather of each word's first sub-token,
+and the head's scores (tag emissions, or GlobalPointer span logits). Decoding (argmax, CRF
+Viterbi, span thresholds) and the merging of windows stay outside the graph, in numpy
+(``nerkit.onnx_predict``, which never imports torch); what they need (tags, scheme, CRF
+transitions) goes into the graph's metadata, with a hash of the weights it came from: loading a
+graph exported from other weights is refused.
 
-``python -m nerkit.export run_dir=DIR [output=DIR/model.onnx] [opset=18]``
+HF: a ``*ForTokenClassification`` folder (config.json with id2label / label2id, model.safetensors
+with transformers' key names, tokenizer files) that ``pipeline("token-classification", model=DIR,
+aggregation_strategy="first")`` loads. Only a softmax head is a token classifier: transformers
+has no CRF or GlobalPointer class (docs/export.md says what works for those).
+
+``python -m nerkit.export run_dir=DIR [format=onnx|hf] [output=...] [opset=18]``
 """
 from __future__ import annotations
 
-import hashlib
+import json
 import logging
 import sys
 import warnings
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 from typing import Optional
 
@@ -23,27 +30,23 @@ import numpy as np
 import onnxruntime
 import torch
 from omegaconf import MISSING
+from torch import nn
+from transformers import AutoModelForTokenClassification
 
 from nerkit.cli import parse_args, setup_logging
 from nerkit.encoders.bert import BertEncoder
-from nerkit.model import WEIGHTS, NerModel
-from nerkit.predict import Predictor
+from nerkit.heads.base import Head, TokenHead
+from nerkit.heads.crf import CRFHead
+from nerkit.heads.global_pointer import GlobalPointerHead
+from nerkit.heads.softmax import SoftmaxHead
+from nerkit.model import NerModel
+from nerkit.onnx_predict import DECODER, INPUTS, ONNX_FILE, WEIGHTS_HASH, weights_hash
 
 log = logging.getLogger(__name__)
 
-ONNX_FILE = "model.onnx"
-INPUTS = ("input_ids", "attention_mask", "word_index", "word_mask")
-WEIGHTS_HASH = "nerkit.weights_sha256"
+HF_DIR = "hf"
 # Past 2 GB an ONNX protobuf cannot hold the weights; they go to a side file next to it.
 PROTOBUF_LIMIT = 2_000_000_000
-
-
-def weights_hash(run_dir: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(Path(run_dir) / WEIGHTS, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def example_inputs(model: NerModel) -> tuple[torch.Tensor, ...]:
@@ -56,13 +59,33 @@ def example_inputs(model: NerModel) -> tuple[torch.Tensor, ...]:
     return input_ids, attention_mask, word_index, word_index > 0
 
 
+def decoder_spec(head: Head) -> dict:
+    """What decoding the head's scores needs, as JSON for the torch-free predictor."""
+    if isinstance(head, TokenHead) and isinstance(head, (SoftmaxHead, CRFHead)):
+        spec = {"head": type(head).__name__, "kind": "tags", "tags": head.tags, "scheme": head.scheme.name}
+        if isinstance(head, CRFHead):
+            # float32 -> JSON (shortest repr of the float64) -> float32 gives back the same values.
+            spec["crf"] = {"start": head.crf.start_transitions.tolist(), "end": head.crf.end_transitions.tolist(),
+                           "transitions": head.crf.transitions.tolist()}
+        return spec
+    if isinstance(head, GlobalPointerHead):
+        return {"head": type(head).__name__, "kind": "spans"}
+    raise ValueError(f"no ONNX decoder for {type(head).__name__}: nerkit.onnx_predict knows softmax, CRF and GlobalPointer heads")
+
+
+def _load_transformer(run_dir: str | Path, what: str) -> NerModel:
+    model, _ = NerModel.load(run_dir, "cpu")
+    if not isinstance(model.encoder, BertEncoder):
+        raise ValueError(f"{run_dir}: {what} supports transformer encoders only, not "
+                         f"{type(model.encoder).__name__} (packed LSTM sequences do not export)")
+    return model
+
+
 def export_onnx(run_dir: str | Path, output: str | Path | None = None, opset: int = 18, atol: float = 1e-4) -> Path:
     """Export ``run_dir``'s model to ONNX and check ONNX Runtime against PyTorch on a batch."""
     output = Path(output or Path(run_dir) / ONNX_FILE)
-    model, _ = NerModel.load(run_dir, "cpu")
-    if not isinstance(model.encoder, BertEncoder):
-        raise ValueError(f"{run_dir}: ONNX export supports transformer encoders only, not "
-                         f"{type(model.encoder).__name__} (packed LSTM sequences do not export)")
+    model = _load_transformer(run_dir, "ONNX export")
+    spec = decoder_spec(model.head)
     example = example_inputs(model)
     batch, tokens, words = torch.export.Dim("batch"), torch.export.Dim("tokens"), torch.export.Dim("words")
     n_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
@@ -74,6 +97,7 @@ def export_onnx(run_dir: str | Path, output: str | Path | None = None, opset: in
             verbose=False,
         )
     program.model.metadata_props[WEIGHTS_HASH] = weights_hash(run_dir)
+    program.model.metadata_props[DECODER] = json.dumps(spec)
     program.save(output, external_data=n_bytes > PROTOBUF_LIMIT)
 
     # A batch shaped differently from the traced one shows that the axes really are dynamic.
@@ -92,46 +116,67 @@ def export_onnx(run_dir: str | Path, output: str | Path | None = None, opset: in
     return output
 
 
-class OnnxPredictor(Predictor):
-    """``Predictor`` whose window scores come from ONNX Runtime; tokenizing, windowing and
-    decoding are the PyTorch predictor's (the head's decoders need its CRF transitions)."""
+def export_hf(run_dir: str | Path, output: str | Path | None = None, atol: float = 1e-4) -> Path:
+    """Write ``run_dir``'s softmax model as a transformers token-classification folder, and check
+    that its logits on each word's first sub-token are nerkit's scores."""
+    output = Path(output or Path(run_dir) / HF_DIR)
+    model = _load_transformer(run_dir, "format=hf")
+    head = model.head
+    if not isinstance(head, SoftmaxHead):
+        raise ValueError(
+            f"{run_dir}: format=hf needs a softmax head; transformers has no token-classification class for "
+            f"{type(head).__name__}. What works: RUN/encoder loads with AutoModel.from_pretrained, and "
+            f"`python -m nerkit.export run_dir={run_dir}` (ONNX) runs the whole model, decoding included, "
+            "with nerkit.onnx_predict (no torch); see docs/export.md")
+    if head.scheme.name != "BIO":
+        log.warning("%s: the head's tags are %s; the pipeline's entity grouping reads B-/I- prefixes only, so "
+                    "use aggregation_strategy='none' and group E-/S- tags yourself", run_dir, head.scheme.name)
+    config = model.encoder.model.config.__class__.from_dict(model.encoder.model.config.to_dict())
+    config.id2label = dict(enumerate(head.tags))
+    config.label2id = {tag: i for i, tag in enumerate(head.tags)}
+    hf = AutoModelForTokenClassification.from_config(config)
+    classifier = getattr(hf, "classifier", None)
+    if not isinstance(classifier, nn.Linear) or classifier.weight.shape != head.classifier.weight.shape:
+        raise ValueError(f"{run_dir}: {type(hf).__name__} has no linear `classifier` over the hidden states to hold the head")
+    hf.base_model.load_state_dict(model.encoder.model.state_dict(), strict=True)
+    classifier.load_state_dict(head.classifier.state_dict())
+    hf.eval()
 
-    def __init__(self, model: NerModel, session, max_length: int = 128, stride: int = 32, batch_size: int = 64):
-        super().__init__(model, max_length, stride, batch_size, "cpu")
-        self.session = session
+    inputs = example_inputs(model)
+    with torch.inference_mode():
+        expected = model(*inputs)
+        logits = hf(input_ids=inputs[0], attention_mask=inputs[1]).logits
+        got = logits.gather(1, inputs[2].unsqueeze(-1).expand(-1, -1, logits.shape[-1]))
+    mask = inputs[3]
+    if not torch.allclose(got[mask], expected[mask], atol=atol, rtol=1e-4):
+        raise RuntimeError(f"{output}: the transformers model disagrees with nerkit's "
+                           f"(max difference {(got[mask] - expected[mask]).abs().max():.3g})")
+    hf.save_pretrained(output)
+    model.encoder.tokenizer.save_pretrained(output)
+    log.info("exported %s to %s (%s, %d tags)", run_dir, output, type(hf).__name__, len(head.tags))
+    return output
 
-    @classmethod
-    def from_run(cls, run_dir: str | Path, onnx_path: str | Path | None = None, batch_size: int = 64,
-                 providers: list[str] | None = None, threads: int | None = None) -> "OnnxPredictor":
-        """``threads``: ONNX Runtime's intra-op threads (default: one per physical core)."""
-        onnx_path = Path(onnx_path or Path(run_dir) / ONNX_FILE)
-        if not onnx_path.is_file():
-            raise FileNotFoundError(f"{onnx_path} not found; create it with: python -m nerkit.export run_dir={run_dir}")
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = threads or 0
-        session = onnxruntime.InferenceSession(str(onnx_path), options, providers=providers or ["CPUExecutionProvider"])
-        exported_from = session.get_modelmeta().custom_metadata_map.get(WEIGHTS_HASH)
-        if exported_from != weights_hash(run_dir):
-            raise ValueError(f"{onnx_path} was not exported from the weights in {run_dir}; export it again")
-        model, cfg = NerModel.load(run_dir, "cpu")
-        return cls(model, session, cfg.max_length, cfg.stride, batch_size)
 
-    def scores(self, input_ids, attention_mask, word_index, word_mask) -> torch.Tensor:
-        inputs = (input_ids, attention_mask, word_index, word_mask)
-        return torch.from_numpy(self.session.run(None, dict(zip(INPUTS, (t.numpy() for t in inputs))))[0])
+class Format(str, Enum):
+    onnx = "onnx"
+    hf = "hf"
 
 
 @dataclass
 class ExportConfig:
     run_dir: str = MISSING
-    output: Optional[str] = None  # default: RUN_DIR/model.onnx
-    opset: int = 18
+    format: Format = Format.onnx
+    output: Optional[str] = None  # default: RUN_DIR/model.onnx (onnx), RUN_DIR/hf (hf)
+    opset: int = 18  # onnx only
 
 
 def main(argv: list[str] | None = None) -> int:
     setup_logging()
     cfg = parse_args(ExportConfig, sys.argv[1:] if argv is None else argv, __doc__)
-    print(export_onnx(cfg.run_dir, cfg.output, cfg.opset))
+    if cfg.format is Format.hf:
+        print(export_hf(cfg.run_dir, cfg.output))
+    else:
+        print(export_onnx(cfg.run_dir, cfg.output, cfg.opset))
     return 0
 
 

@@ -7,13 +7,12 @@ from typing import Sequence
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
-from safetensors.torch import load_model
 from torch import nn
 
 from nerkit.encoders import build_encoder
 from nerkit.encoders.base import Encoder
 from nerkit.heads.base import Head
-from nerkit.runs import CONFIG, ENCODER_DIR, LABELS, WEIGHTS, read_run, save_run
+from nerkit.runs import CONFIG, ENCODER_DIR, LABELS, WEIGHTS, load_weights, read_run, save_run
 
 
 class NerModel(nn.Module):
@@ -51,8 +50,8 @@ class NerModel(nn.Module):
         """What labels.json holds (a checkpoint is resumed only with the same)."""
         return {"entity_types": self.head.entity_types}
 
-    def save(self, directory: str | Path, cfg: DictConfig) -> None:
-        save_run(directory, self, cfg, "entity_types", self.head.entity_types)
+    def save(self, directory: str | Path, cfg: DictConfig, metrics: dict | None = None) -> None:
+        save_run(directory, self, cfg, "entity_types", self.head.entity_types, metrics)
 
     @classmethod
     def load(cls, directory: str | Path, device: str | torch.device = "cpu",
@@ -62,7 +61,7 @@ class NerModel(nn.Module):
         cfg, entity_types = read_run(directory, "entity_types", trust_remote_code)
         model = cls.from_config(cfg, entity_types, saved=directory / ENCODER_DIR)
         try:
-            load_model(model, str(directory / WEIGHTS), strict=True)
+            load_weights(model, directory)
         except RuntimeError as err:
             raise ValueError(
                 f"{directory / WEIGHTS} does not match {directory / LABELS} ({len(entity_types)} entity types) "

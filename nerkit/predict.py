@@ -5,24 +5,14 @@ run in dynamically padded batches, and each text's windows are merged back (maxi
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import torch
 
-from nerkit.data.encoding import EncodedText, TextEncoder, word_to_char_span
+from nerkit.data.encoding import EncodedText, Entity, TextEncoder, to_entities
 from nerkit.heads.base import ScoredSpan
 from nerkit.model import NerModel
-
-
-@dataclass(frozen=True)
-class Entity:
-    start: int  # character offset into the original text
-    end: int  # exclusive: text[start:end] is the entity
-    label: str
-    text: str
-    score: float
 
 
 class Predictor:
@@ -56,14 +46,15 @@ class Predictor:
         if not texts:
             return []
         encodings = self.text_encoder.encode(texts)
-        results = []
-        for text, enc, spans in zip(texts, encodings, self.predict_encoded(encodings)):
-            entities = []
-            for start, end, label, score in spans:
-                c0, c1 = word_to_char_span(enc, start, end)
-                entities.append(Entity(c0, c1, label, text[c0:c1], score))
-            results.append(entities)
-        return results
+        return [to_entities(text, enc, spans) for text, enc, spans in zip(texts, encodings, self.predict_encoded(encodings))]
+
+    @property
+    def entity_types(self) -> list[str]:
+        return self.model.head.entity_types
+
+    @property
+    def head_name(self) -> str:
+        return type(self.model.head).__name__
 
     def scores(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, word_index: torch.Tensor,
                word_mask: torch.Tensor) -> torch.Tensor:

@@ -28,13 +28,15 @@ import tempfile
 from dataclasses import asdict, dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import TYPE_CHECKING, Iterator, Optional
 
 from omegaconf import MISSING
 from tqdm.auto import tqdm
 
 from nerkit.cli import Backend, load_predictor, parse_args, setup_logging
-from nerkit.predict import Predictor
+
+if TYPE_CHECKING:  # torch is imported only by backend=torch: backend=onnx runs without it
+    from nerkit.predict import Predictor
 
 log = logging.getLogger(__name__)
 

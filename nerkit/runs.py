@@ -1,8 +1,10 @@
 """The run directory: a trained model on disk, written and read as data.
 
-A run directory holds ``model.safetensors`` (all weights, the label map in its metadata),
-``config.yaml`` (the resolved config), ``labels.json`` (the label map) and ``encoder/``
-(tokenizer and architecture files). It loads without pickle, and reading it never runs code
+A run directory holds ``encoder/`` (tokenizer and encoder; a transformer encoder is a
+HuggingFace model folder with its fine-tuned weights, so ``AutoModel.from_pretrained(RUN/encoder)``
+loads it), ``model.safetensors`` (every other weight: the head, and a BiLSTM encoder's; the label
+map in its metadata), ``config.yaml`` (the resolved config), ``labels.json`` (the label map) and
+``README.md`` (a model card). It loads without pickle, and reading it never runs code
 it names: every ``_target_`` in its config must be one of nerkit's own classes in its own
 place (the encoder, the head, the task, the data readers), the config holds plain values only (no
 interpolations, no other Hydra keys), and Python files in ``encoder/`` may run only when the
@@ -13,14 +15,18 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any, Sequence
 
+import torch
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_model
+from safetensors.torch import load_model, save_file
 from torch import nn
+
+from nerkit.model_card import write_model_card
 
 WEIGHTS, CONFIG, LABELS, ENCODER_DIR = "model.safetensors", "config.yaml", "labels.json", "encoder"
 
@@ -32,8 +38,9 @@ HEADS = frozenset({
     "nerkit.heads.global_pointer.GlobalPointerHead", "nerkit.heads.global_pointer.EfficientGlobalPointerHead",
 })
 TASKS = frozenset({"nerkit.tasks.ner.NerTask", "nerkit.tasks.classify.ClassifyTask"})
-READERS = frozenset(f"nerkit.data.readers.{name}" for name in (
-    "read_conll", "read_json_spans", "read_doccano", "read_jsonl_labels", "read_hyperpartisan", "split_documents"))
+READERS = frozenset({*(f"nerkit.data.readers.{name}" for name in (
+    "read_conll", "read_json_spans", "read_doccano", "read_jsonl_labels", "read_hyperpartisan", "split_documents")),
+    "nerkit.data.hf.read_hf"})
 # Hydra's other instantiate keys change what gets called and how (positional args, partials).
 _HYDRA_KEYS = frozenset({"_args_", "_partial_", "_recursive_", "_convert_"})
 # Files in encoder/ whose `auto_map` makes transformers import Python from that folder.
@@ -69,18 +76,46 @@ def target_problems(cfg: DictConfig) -> list[str]:
     return problems
 
 
-def save_run(directory: str | Path, model: nn.Module, cfg: DictConfig, key: str, labels: Sequence[str]) -> None:
-    """Write a run directory: weights, resolved config, label map (under ``key``) and encoder files."""
+def _run_weights(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The weights model.safetensors holds: all but those the encoder saves in encoder/."""
+    own = model.encoder.saves_weights
+    return {k: v.detach().contiguous() for k, v in model.state_dict().items() if not (own and k.startswith("encoder."))}
+
+
+def save_run(directory: str | Path, model: nn.Module, cfg: DictConfig, key: str, labels: Sequence[str],
+             metrics: dict | None = None) -> None:
+    """Write a run directory: weights, resolved config, label map (under ``key``), encoder files
+    and a model card (with ``metrics``, the dev scores, when given)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    # The label map also goes into the weights file: a labels.json edited or swapped later is caught.
-    # Written aside and renamed, so a crash mid-write keeps the previous weights.
+    # Both written aside and renamed, so a crash mid-write keeps the previous model.
+    encoder_tmp, old = directory / f".{ENCODER_DIR}.tmp", directory / f".{ENCODER_DIR}.old"
+    for leftover in (encoder_tmp, old):
+        shutil.rmtree(leftover, ignore_errors=True)
+    model.encoder.save_files(encoder_tmp)
     tmp = directory / f".{WEIGHTS}.tmp"
-    save_model(model, str(tmp), metadata={key: json.dumps(list(labels))})
+    # The label map also goes into the weights file: a labels.json edited or swapped later is caught.
+    save_file(_run_weights(model), str(tmp), metadata={key: json.dumps(list(labels))})
+    if (directory / ENCODER_DIR).exists():
+        os.replace(directory / ENCODER_DIR, old)
+    os.replace(encoder_tmp, directory / ENCODER_DIR)
     os.replace(tmp, directory / WEIGHTS)
+    shutil.rmtree(old, ignore_errors=True)
     OmegaConf.save(cfg, directory / CONFIG, resolve=True)
     (directory / LABELS).write_text(json.dumps({key: list(labels)}, ensure_ascii=False, indent=1), encoding="utf-8")
-    model.encoder.save_files(directory / ENCODER_DIR)
+    write_model_card(directory, cfg, list(labels), metrics)
+
+
+def load_weights(model: nn.Module, directory: Path) -> None:
+    """Load a run directory's weights into ``model`` (built for it): model.safetensors, and the
+    encoder's own files when it saves its weights there. Raises RuntimeError on any mismatch."""
+    missing, unexpected = load_model(model, str(directory / WEIGHTS), strict=False)
+    expected_missing = set(model.state_dict()) - set(_run_weights(model))
+    if unexpected or set(missing) != expected_missing:
+        raise RuntimeError(f"unexpected weights {sorted(unexpected)[:5]}, missing weights "
+                           f"{sorted(set(missing) ^ expected_missing)[:5]}")
+    if model.encoder.saves_weights:
+        model.encoder.load_saved_weights(directory / ENCODER_DIR)
 
 
 def read_run(directory: str | Path, key: str, trust_remote_code: bool = False) -> tuple[DictConfig, list[str]]:

@@ -225,7 +225,7 @@ def create_app(predictor: Predictor, limits: Limits | None = None, info: dict | 
         job = running["job"]
         return {"status": "ok", "state": "busy" if job else "idle",
                 "current_request_seconds": round(time.monotonic() - job.started, 3) if job else None,
-                "waiting_requests": waiting, "entity_types": predictor.model.head.entity_types,
+                "waiting_requests": waiting, "entity_types": predictor.entity_types,
                 "limits": asdict(limits), **(info or {})}
 
     @app.post("/predict", response_model=PredictResponse)
@@ -287,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     predictor = load_predictor(cfg.run_dir, cfg.backend, cfg.device, cfg.batch_size, cfg.threads,
                                cfg.trust_remote_code)
     limits = Limits(cfg.max_docs, cfg.max_chars, cfg.max_bytes, cfg.request_timeout)
-    app = create_app(predictor, limits, {"backend": cfg.backend.value, "head": type(predictor.model.head).__name__},
+    app = create_app(predictor, limits, {"backend": cfg.backend.value, "head": predictor.head_name},
                      token)
     uvicorn.run(app, host=cfg.host, port=cfg.port, log_level=cfg.log_level)
     return 0

@@ -115,6 +115,9 @@ def test_on_resume_the_other_processes_load_the_checkpoint_without_writing_the_r
     rank1 = checkpointer(1)  # other head weights than rank 0's
     assert rank1.restore(saved, None) == TrainerState(epoch=1, step=4, best_metric=0.5, best_step=4)
     assert not (run / "model.safetensors").exists()  # rank 0 exports the best model, nobody else
-    assert load_file(saved / "model.safetensors").keys() == rank1.model.state_dict().keys()
-    for key, value in load_file(saved / "model.safetensors").items():
+    # The head's weights are in model.safetensors, the encoder's in encoder/ (transformers' names).
+    weights = {**load_file(saved / "model.safetensors"),
+               **{f"encoder.model.{k}": v for k, v in load_file(saved / "encoder" / "model.safetensors").items()}}
+    assert weights.keys() == rank1.model.state_dict().keys()
+    for key, value in weights.items():
         assert torch.equal(rank1.model.state_dict()[key], value), key

@@ -1,17 +1,28 @@
-"""ONNX export: ONNX Runtime gives the same entities as PyTorch, decoding outside the graph."""
+"""Export: ONNX Runtime (torch-free decoding) and a transformers folder give the same entities
+as PyTorch; the run directory's encoder/ is a transformers model."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import torch
+from transformers import AutoModel, pipeline
+
 from tests.helpers import make_cfg, save_tiny_run
 
-from nerkit.export import OnnxPredictor, export_onnx
+from nerkit.export import export_hf, export_onnx
+from nerkit.export import main as export_main
 from nerkit.model import NerModel
+from nerkit.onnx_predict import OnnxPredictor
 from nerkit.predict import Predictor
 from nerkit.predict_cli import main as predict_main
+
+ROOT = Path(__file__).resolve().parents[1]
 
 TEXTS = [
     "John Smith lives in Berlin .",
@@ -69,3 +80,73 @@ def test_bilstm_export_is_refused_clearly(tmp_path):
     NerModel.from_config(cfg, ["LOC"], train_texts=["John lives in Berlin"]).save(tmp_path, cfg)
     with pytest.raises(ValueError, match="supports transformer encoders only, not BiLSTMEncoder"):
         export_onnx(tmp_path)
+
+
+def test_onnx_prediction_never_imports_torch(exported, tmp_path):
+    """backend=onnx in a fresh process: the same entities as the torch Predictor, and no torch."""
+    script = (
+        "import json, sys\n"
+        "from nerkit.predict_cli import load_predictor\n"
+        f"predictor = load_predictor({str(exported)!r}, 'onnx', batch_size=3)\n"
+        f"out = predictor.predict({TEXTS!r})\n"
+        "print(json.dumps({'torch': 'torch' in sys.modules, 'entities': [[[e.start, e.end, e.label, e.text] for e in d] for d in out],"
+        " 'head': predictor.head_name, 'types': predictor.entity_types}))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+    result = json.loads(subprocess.run([sys.executable, "-c", script], env=env, check=True, capture_output=True,
+                                       text=True).stdout.splitlines()[-1])
+    assert result["torch"] is False
+    expected = Predictor.from_run(exported, "cpu", batch_size=3).predict(TEXTS)
+    assert [[tuple(e) for e in d] for d in result["entities"]] == entity_tuples(expected)
+    assert result["types"] == ["LOC", "ORG", "PER"] and result["head"] in ("SoftmaxHead", "CRFHead", "GlobalPointerHead")
+
+
+def test_encoder_folder_is_a_transformers_model(exported):
+    """RUN/encoder holds the fine-tuned encoder's weights; model.safetensors holds the rest only."""
+    model, _ = NerModel.load(exported)
+    hf = AutoModel.from_pretrained(exported / "encoder").eval()
+    batch = {"input_ids": torch.tensor([[101, 2198, 3044, 102]]), "attention_mask": torch.ones(1, 4, dtype=torch.long)}
+    with torch.inference_mode():
+        assert torch.equal(hf(**batch).last_hidden_state, model.encoder(batch["input_ids"], batch["attention_mask"]))
+    from safetensors import safe_open
+
+    with safe_open(exported / "model.safetensors", "pt") as weights:
+        assert weights.keys() and all(k.startswith("head.") for k in weights.keys())
+    card = (exported / "README.md").read_text()
+    assert "AutoModel.from_pretrained(\"RUN_DIR/encoder\")" in card and "Entity types: LOC, ORG, PER" in card
+
+
+def biased_softmax_run(tiny_bert_dir: Path, directory: Path) -> Path:
+    """A tiny softmax run whose tags vary from word to word, so that it predicts many entities."""
+    save_tiny_run(tiny_bert_dir, directory, "softmax", ["max_length=64"])
+    model, cfg = NerModel.load(directory)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        model.head.classifier.weight.normal_(0, 2.0)
+        model.head.classifier.bias.copy_(torch.linspace(0, 3, len(model.head.tags)))
+    model.save(directory, cfg)
+    return directory
+
+
+HF_TEXTS = ["John Smith lives in Berlin .", "Maria works for Siemens in Paris", "Paris", "The U.N. met in New York yesterday.",
+            "Siemens hired John Smith yesterday in Berlin and Paris, then went home."]
+
+
+def test_hf_pipeline_gives_the_same_entities(tiny_bert_dir, tmp_path):
+    run_dir = biased_softmax_run(tiny_bert_dir, tmp_path / "run")
+    assert export_main([f"run_dir={run_dir}", "format=hf", f"output={tmp_path / 'hf'}"]) == 0
+    config = json.loads((tmp_path / "hf" / "config.json").read_text())
+    assert config["architectures"] == ["BertForTokenClassification"]
+    assert list(config["id2label"].values()) == ["O", "B-LOC", "I-LOC", "B-ORG", "I-ORG", "B-PER", "I-PER"]
+    ner = pipeline("token-classification", model=str(tmp_path / "hf"), aggregation_strategy="first", device="cpu")
+    got = [[(e["start"], e["end"], e["entity_group"]) for e in doc] for doc in ner(HF_TEXTS)]
+    expected = [[(e.start, e.end, e.label) for e in doc] for doc in Predictor.from_run(run_dir, "cpu").predict(HF_TEXTS)]
+    assert sum(map(len, expected)) >= 5
+    assert got == expected
+
+
+@pytest.mark.parametrize("head", ["crf", "global_pointer"])
+def test_hf_export_of_other_heads_is_refused_clearly(tiny_bert_dir, tmp_path, head):
+    run_dir = save_tiny_run(tiny_bert_dir, tmp_path / head, head)
+    with pytest.raises(ValueError, match="format=hf needs a softmax head.*AutoModel.from_pretrained.*nerkit.onnx_predict"):
+        export_hf(run_dir)

@@ -113,3 +113,23 @@ def char_to_word_spans(enc: EncodedText, spans: Sequence[Span], stats: Alignment
 
 def word_to_char_span(enc: EncodedText, start: int, end: int) -> tuple[int, int]:
     return enc.word_char_starts[start], enc.word_char_ends[end - 1]
+
+
+@dataclass(frozen=True)
+class Entity:
+    """A predicted entity (here, not in the predictor, so that torch-free runtimes share it)."""
+
+    start: int  # character offset into the original text
+    end: int  # exclusive: text[start:end] is the entity
+    label: str
+    text: str
+    score: float
+
+
+def to_entities(text: str, enc: EncodedText, spans: Sequence[tuple[int, int, str, float]]) -> list[Entity]:
+    """Word spans ``(start, end, label, score)`` of ``text`` -> entities with character offsets."""
+    entities = []
+    for start, end, label, score in spans:
+        c0, c1 = word_to_char_span(enc, start, end)
+        entities.append(Entity(c0, c1, label, text[c0:c1], score))
+    return entities

@@ -15,6 +15,9 @@ class Encoder(nn.Module, ABC):
     hidden_size: int
     # True for encoders whose vocabulary is built from the training texts (passed as `train_texts`).
     needs_train_texts: ClassVar[bool] = False
+    # True for encoders whose ``save_files`` writes their weights too, in their library's own
+    # format (a HuggingFace model folder): the run's model.safetensors then holds the others only.
+    saves_weights: ClassVar[bool] = False
 
     @abstractmethod
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -22,7 +25,11 @@ class Encoder(nn.Module, ABC):
 
     @abstractmethod
     def save_files(self, directory: Path) -> None:
-        """Write what rebuilding this encoder needs besides its weights (tokenizer, model config)."""
+        """Write what rebuilding this encoder needs (tokenizer, model config; weights if ``saves_weights``)."""
+
+    def load_saved_weights(self, directory: Path) -> None:
+        """Load the weights ``save_files`` wrote (encoders with ``saves_weights`` only)."""
+        raise NotImplementedError(f"{type(self).__name__} keeps its weights in the run's model.safetensors")
 
     @classmethod
     @abstractmethod

@@ -10,6 +10,7 @@ import torch
 from huggingface_hub import constants, hf_hub_download, try_to_load_from_cache
 from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
+from safetensors.torch import load_file
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 
 from nerkit.encoders.base import Encoder
@@ -62,6 +63,8 @@ def position_limit(pretrained: str) -> int | None:
 
 
 class BertEncoder(Encoder):
+    saves_weights = True
+
     def __init__(
         self,
         pretrained: str,
@@ -89,8 +92,18 @@ class BertEncoder(Encoder):
         return self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
 
     def save_files(self, directory: Path) -> None:
+        """A HuggingFace model folder: ``AutoModel.from_pretrained(directory)`` gives the fine-tuned
+        encoder (its pooler, unused and untrained, is left out: transformers initializes a new one)."""
         self.tokenizer.save_pretrained(directory)
-        self.model.config.save_pretrained(directory)
+        self.model.save_pretrained(directory)
+
+    def load_saved_weights(self, directory: Path) -> None:
+        index = Path(directory) / "model.safetensors.index.json"  # big models are saved in shards
+        files = sorted(set(json.loads(index.read_text())["weight_map"].values())) if index.is_file() else ["model.safetensors"]
+        state = {}
+        for name in files:
+            state.update(load_file(Path(directory) / name))
+        self.model.load_state_dict(state, strict=True)
 
     @classmethod
     def reload_kwargs(cls, directory: Path) -> dict[str, Any]:

@@ -65,9 +65,9 @@ class Task(ABC):
     def evaluate(self, model: nn.Module, split: str) -> dict:
         """Score ``model`` on ``split``; the result holds ``self.metric``."""
 
-    def save(self, run_dir: Path) -> None:
-        """Write the run directory (weights, config, labels, encoder files)."""
-        self.model.save(run_dir, self.cfg)
+    def save(self, run_dir: Path, metrics: dict | None = None) -> None:
+        """Write the run directory (weights, config, labels, encoder files, a model card with ``metrics``)."""
+        self.model.save(run_dir, self.cfg, metrics)
 
     @abstractmethod
     def load(self, run_dir: Path) -> nn.Module:
