@@ -13,6 +13,7 @@ is checked before anything is built.
 """
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import shutil
@@ -30,17 +31,13 @@ from nerkit.model_card import write_model_card
 
 WEIGHTS, CONFIG, LABELS, ENCODER_DIR = "model.safetensors", "config.yaml", "labels.json", "encoder"
 
-# The classes and functions a config may name, by place. A new encoder, head or reader is added
-# here as well as in conf/ (tests/test_security.py checks that every conf/ target is listed).
-ENCODERS = frozenset({"nerkit.encoders.bert.BertEncoder", "nerkit.encoders.bilstm.BiLSTMEncoder"})
-HEADS = frozenset({
-    "nerkit.heads.softmax.SoftmaxHead", "nerkit.heads.crf.CRFHead",
-    "nerkit.heads.global_pointer.GlobalPointerHead", "nerkit.heads.global_pointer.EfficientGlobalPointerHead",
-})
-TASKS = frozenset({"nerkit.tasks.ner.NerTask", "nerkit.tasks.classify.ClassifyTask"})
-READERS = frozenset({*(f"nerkit.data.readers.{name}" for name in (
-    "read_conll", "read_json_spans", "read_doccano", "read_jsonl_labels", "read_hyperpartisan", "split_documents")),
-    "nerkit.data.hf.read_hf"})
+# What a config may name, by place: a class of nerkit's own package for that place, derived
+# from its base class (so a new head, encoder or task needs no entry here), or a reader function
+# of nerkit.data. Nothing outside these packages is ever imported to check a target.
+PLACES = {"encoder": ("nerkit.encoders.", "nerkit.encoders.base.Encoder"),
+          "head": ("nerkit.heads.", "nerkit.heads.base.Head"),
+          "task": ("nerkit.tasks.", "nerkit.tasks.base.Task")}
+READER_PACKAGE, READER_PREFIXES = "nerkit.data.", ("read_", "split_")
 # Hydra's other instantiate keys change what gets called and how (positional args, partials).
 _HYDRA_KEYS = frozenset({"_args_", "_partial_", "_recursive_", "_convert_"})
 # Files in encoder/ whose `auto_map` makes transformers import Python from that folder.
@@ -49,6 +46,35 @@ _CODE_MAPS = ("config.json", "tokenizer_config.json")
 
 class UnsafeRunError(ValueError):
     """A run directory (or a config) names code that nerkit will not run on its own."""
+
+
+def _resolve(target: str) -> Any:
+    """The object a dotted name inside nerkit names, or None."""
+    module, _, name = target.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module), name, None)
+    except ImportError:
+        return None
+
+
+def target_problem(place: str, target: Any) -> str | None:
+    """Why ``target`` may not be named at ``place`` (``encoder``, ``head``, ``task``, ``data.*``), or None."""
+    if place in PLACES:
+        package, base = PLACES[place]
+        kind = f"a subclass of {base} in {package}*"
+        if isinstance(target, str) and target.startswith(package):
+            found = _resolve(target)
+            if isinstance(found, type) and base in {f"{c.__module__}.{c.__qualname__}" for c in found.__mro__}:
+                return None
+    elif place.startswith("data."):
+        kind = f"a reader function {READER_PACKAGE}*.{{{','.join(p + '*' for p in READER_PREFIXES)}}}"
+        if isinstance(target, str) and target.startswith(READER_PACKAGE):
+            name = target.rpartition(".")[2]
+            if name.startswith(READER_PREFIXES) and callable(_resolve(target)):
+                return None
+    else:
+        kind = "nothing (only encoder, head, task and data.* may name one)"
+    return f"{place}._target_={target!r}: allowed here is {kind}"
 
 
 def target_problems(cfg: DictConfig) -> list[str]:
@@ -62,11 +88,8 @@ def target_problems(cfg: DictConfig) -> list[str]:
             return
         if not isinstance(node, dict):
             return
-        if "_target_" in node:
-            allowed = {"encoder": ENCODERS, "head": HEADS, "task": TASKS}.get(key, READERS if key.startswith("data.") else ())
-            if node["_target_"] not in allowed:
-                place = f"one of {sorted(allowed)}" if allowed else "nothing (only encoder, head, task and data.* may name one)"
-                problems.append(f"{key}._target_={node['_target_']!r}: allowed here is {place}")
+        if "_target_" in node and (problem := target_problem(key, node["_target_"])):
+            problems.append(problem)
         for name in sorted(_HYDRA_KEYS & node.keys()):
             problems.append(f"{key}.{name}: Hydra instantiate keys other than _target_ are not allowed")
         for name, value in node.items():

@@ -15,12 +15,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from nerkit.data.readers import Document
 from nerkit.encoders.bert import locate_pretrained, position_limit
-from nerkit.runs import ENCODERS, target_problems
+from nerkit.runs import target_problem, target_problems
 
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")
-TASKS = ("ner", "classify")
 BERT = "nerkit.encoders.bert.BertEncoder"
 
 
@@ -90,7 +89,6 @@ def validate_config(cfg: DictConfig) -> None:
     check("trainer.log_every", *positive_int, required=False)
     check("trainer.precision", lambda v: v in PRECISIONS, f"one of {'|'.join(PRECISIONS)}", required=False)
     check("seed", _is_int, "an integer")
-    check("task.name", lambda v: v in TASKS, f"one of {'|'.join(TASKS)}")
 
     check("max_length", lambda v: _is_int(v) and v >= 3, "an integer >= 3 (special tokens + at least one token)")
     max_length = cfg.get("max_length")
@@ -99,7 +97,7 @@ def validate_config(cfg: DictConfig) -> None:
               f"an integer in [0, max_length={max_length}) (the overlap of consecutive windows, in tokens)")
 
     problems += [f"{problem} (a run directory naming it would not load)" for problem in target_problems(cfg)]
-    if cfg.encoder.get("_target_") in ENCODERS and _is_int(max_length):
+    if not target_problem("encoder", cfg.encoder.get("_target_")) and _is_int(max_length):
         problems += _encoder_problems(cfg)
     if cfg.get("data") is None or cfg.data.get("train") is None:
         problems.append("data.train is missing: training needs a train split")

@@ -269,7 +269,7 @@ def test_an_unwritable_output_fails_before_the_model_is_loaded(tmp_path):
     ("stride=128", r"stride=128: must be an integer in \[0, max_length=128\)"),
     ("trainer.warmup_ratio=1.5", r"trainer.warmup_ratio=1.5: must be a number in \[0, 1\]"),
     ("head.dropout=1.0", r"head.dropout=1.0: must be a number in \[0, 1\)"),
-    ("task.name=nre", r"task.name='nre': must be one of ner\|classify"),
+    ("task._target_=nerkit.tasks.nre.NreTask", r"task._target_='nerkit.tasks.nre.NreTask': allowed here is a subclass of nerkit.tasks.base.Task"),
     ("trainer.accumulate=0", r"trainer.accumulate=0: must be an integer >= 1"),
     ("trainer.patience=0", r"trainer.patience=0: must be an integer >= 1 or null"),
     ("trainer.eval_every=0", r"trainer.eval_every=0: must be an integer >= 1 or null"),

@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from safetensors.torch import load_file
 from transformers import BertConfig
 
-from tests.conftest import CONF_DIR, TOY_SENTENCES, write_conll
+from tests.helpers import CONF_DIR, TOY_SENTENCES, write_conll
 
 REPO = Path(__file__).resolve().parents[1]
 

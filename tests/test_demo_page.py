@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 import uvicorn
-from conftest import TOY_SENTENCES, save_tiny_run, write_conll
+from tests.helpers import TOY_SENTENCES, save_tiny_run, write_conll
 from starlette.responses import JSONResponse
 
 from nerkit.data.readers import read_conll

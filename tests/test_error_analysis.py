@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import TOY_SENTENCES, save_tiny_run, write_conll
+from tests.helpers import TOY_SENTENCES, save_tiny_run, write_conll
 
 from nerkit.data.encoding import EncodedText
 from nerkit.data.readers import read_conll
