@@ -7,6 +7,11 @@ own ``window_outputs`` / ``decode_documents``, so both runtimes share every step
 scores. The export records a hash of the weights it came from; loading a graph exported from
 other weights is refused.
 
+The exported graph is fp32 whatever precision the torch predictor runs at (ONNX Runtime's CPU
+provider has no bf16 kernels for most operators); for a smaller, faster CPU graph, quantise it
+with ``onnxruntime.quantization.quantize_dynamic`` (int8 weights; bench/speed.py measures its
+speed and its entity agreement with fp32).
+
 ``python -m nerkit.export run_dir=DIR [output=DIR/model.onnx] [opset=18]``
 """
 from __future__ import annotations
@@ -96,7 +101,7 @@ class OnnxPredictor(Predictor):
     decoding are the PyTorch predictor's (the head's decoders need its CRF transitions)."""
 
     def __init__(self, model: NerModel, session, max_length: int = 128, stride: int = 32, batch_size: int = 64):
-        super().__init__(model, max_length, stride, batch_size, "cpu")
+        super().__init__(model, max_length, stride, batch_size, "cpu", precision="fp32")  # the graph is fp32
         self.session = session
 
     @classmethod

@@ -11,8 +11,12 @@ JSON, no string "text") is reported with its line number and skipped; the others
 the exit status is 1 if any line was bad. Output is written to a temporary file renamed into
 place at the end, so a crash never leaves a partial file under the output name.
 
-Options: format=auto|text|jsonl backend=torch|onnx device=cpu|cuda batch_size=64 threads=N
-chunk_docs=1000 chunk_chars=1000000 progress=true
+Options: format=auto|text|jsonl backend=torch|onnx device=cpu|cuda precision=auto|fp32|bf16|fp16
+batch_size=64 threads=N chunk_docs=1000 chunk_chars=1000000 progress=true
+
+``precision`` (torch backend): ``auto`` runs the model under bf16 autocast where the hardware has
+bf16 units (CPUs with AVX-512 BF16 or AMX, recent GPUs), else fp32; ``fp16`` needs a GPU. The
+ONNX backend always runs the exported fp32 graph.
 """
 from __future__ import annotations
 
@@ -48,6 +52,13 @@ class Backend(str, Enum):
     onnx = "onnx"
 
 
+class PrecisionChoice(str, Enum):  # checked by OmegaConf: a typo is a "bad argument", not a traceback
+    auto = "auto"
+    fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"
+
+
 @dataclass
 class PredictConfig:
     run_dir: str = MISSING
@@ -56,6 +67,7 @@ class PredictConfig:
     format: Format = Format.auto
     backend: Backend = Backend.torch
     device: Optional[str] = None  # default: cuda if available (torch backend)
+    precision: PrecisionChoice = PrecisionChoice.auto  # torch backend
     batch_size: int = 64
     threads: Optional[int] = None  # CPU threads for the model (default: the runtime's own choice)
     chunk_docs: int = 1000
@@ -98,14 +110,16 @@ def setup_logging() -> None:
 
 
 def load_predictor(run_dir: str | Path, backend: Backend = Backend.torch, device: str | None = None,
-                   batch_size: int = 64, threads: int | None = None) -> Predictor:
+                   batch_size: int = 64, threads: int | None = None, precision: str = "auto") -> Predictor:
     if Backend(backend) is Backend.onnx:
         from nerkit.export import OnnxPredictor
 
+        if PrecisionChoice(precision) not in (PrecisionChoice.auto, PrecisionChoice.fp32):
+            raise ValueError(f"precision={precision}: the ONNX backend runs the exported fp32 graph; use backend=torch")
         return OnnxPredictor.from_run(run_dir, batch_size=batch_size, threads=threads)
     if threads:
         torch.set_num_threads(threads)
-    return Predictor.from_run(run_dir, device, batch_size)
+    return Predictor.from_run(run_dir, device, batch_size, precision=PrecisionChoice(precision).value)
 
 
 def parse_line(raw: bytes, line_no: int, fmt: Format) -> tuple[str | int, str]:
@@ -191,7 +205,7 @@ def predict_file(predictor: Predictor, cfg: PredictConfig) -> PredictStats:
 def main(argv: list[str] | None = None) -> int:
     setup_logging()
     cfg = parse_args(PredictConfig, sys.argv[1:] if argv is None else argv, __doc__)
-    predictor = load_predictor(cfg.run_dir, cfg.backend, cfg.device, cfg.batch_size, cfg.threads)
+    predictor = load_predictor(cfg.run_dir, cfg.backend, cfg.device, cfg.batch_size, cfg.threads, cfg.precision)
     stats = predict_file(predictor, cfg)
     log.info("%s: %d documents, %d entities; %d bad lines skipped, %d blank lines",
              cfg.output, stats.documents, stats.entities, stats.bad_lines, stats.blank_lines)

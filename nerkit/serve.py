@@ -9,8 +9,8 @@ fields are rejected). Limits: ``max_bytes`` per request body (413), ``max_docs``
 request and ``max_chars`` characters per text (422, naming the offending text). Requests are
 predicted one at a time (the model and tokenizer are shared), each as its own batch.
 
-Options: backend=torch|onnx device=cpu|cuda batch_size=64 threads=N max_docs=64 max_chars=100000
-max_bytes=4000000 log_level=info
+Options: backend=torch|onnx device=cpu|cuda precision=auto|fp32|bf16|fp16 batch_size=64 threads=N
+max_docs=64 max_chars=100000 max_bytes=4000000 log_level=info (precision as in ``nerkit.predict``)
 """
 # No `from __future__ import annotations`: FastAPI reads the request model from the annotations
 # of endpoints defined inside create_app.
@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_mod
 from starlette.responses import JSONResponse
 
 from nerkit.predict import Predictor
-from nerkit.predict_cli import Backend, load_predictor, parse_args
+from nerkit.predict_cli import Backend, PrecisionChoice, load_predictor, parse_args
 
 
 @dataclass
@@ -43,6 +43,7 @@ class ServeConfig(Limits):
     port: int = 8000
     backend: Backend = Backend.torch
     device: Optional[str] = None
+    precision: PrecisionChoice = PrecisionChoice.auto  # torch backend
     batch_size: int = 64
     threads: Optional[int] = None
     log_level: str = "info"
@@ -132,9 +133,10 @@ def create_app(predictor: Predictor, limits: Limits | None = None, info: dict | 
 
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_args(ServeConfig, sys.argv[1:] if argv is None else argv, __doc__)
-    predictor = load_predictor(cfg.run_dir, cfg.backend, cfg.device, cfg.batch_size, cfg.threads)
+    predictor = load_predictor(cfg.run_dir, cfg.backend, cfg.device, cfg.batch_size, cfg.threads, cfg.precision)
     limits = Limits(cfg.max_docs, cfg.max_chars, cfg.max_bytes)
-    app = create_app(predictor, limits, {"backend": cfg.backend.value, "head": type(predictor.model.head).__name__})
+    app = create_app(predictor, limits, {"backend": cfg.backend.value, "head": type(predictor.model.head).__name__,
+                                         "precision": predictor.precision})
     uvicorn.run(app, host=cfg.host, port=cfg.port, log_level=cfg.log_level)
     return 0
 
