@@ -119,6 +119,10 @@ def test_owners_are_the_most_central_windows(layout, data):
     table = WindowTable.of([windows])
     owners = table.word_owners()
     assert len(owners) == n
+    # Several documents (one without words) in one table: each keeps its own owners.
+    several = WindowTable.of([windows, [], windows])
+    assert several.word_owners().tolist() == [*owners.tolist(), *(owners + len(windows)).tolist()]
+    assert several.doc_words.tolist() == [n, 0, n]
     for word in range(n):
         holding = [k for k, w in enumerate(windows) if w.word_start <= word < w.word_end]
         best = max(context(windows[k], word, word + 1) for k in holding)
