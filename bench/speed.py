@@ -17,6 +17,7 @@
   share is encoder FLOPs per second over the peak of its precision.
   Quality: entity agreement (shared / union of (start, end, label)) with nerkit fp32, and
   seqeval strict F1 on the CoNLL tokens against the gold test set.
+* agreement: nerkit bf16 against fp32 on the whole CoNLL-2003 test set (entity agreement, F1).
 * long documents: per-token time at 1k, 10k and 100k tokens (``--long-sizes``), fp32 and bf16;
   peak memory of the longest document in bf16, in a fresh process.
 * train: one epoch over the first ``--train-sentences`` train sentences, nerkit vs the HF
@@ -251,6 +252,20 @@ def bench_predict(model: NerModel, run_dir: Path, docs, args: argparse.Namespace
             "rounds": rounds}
 
 
+def bench_agreement(model: NerModel, args: argparse.Namespace) -> dict:
+    """bf16 against fp32 predictions on the whole CoNLL-2003 test set: entity agreement and F1."""
+    docs = read_conll(CONLL / "test.txt")
+    texts = [d.text for d in docs]
+    out = {}
+    for precision in ("fp32", "bf16"):
+        predictor = Predictor(model, args.max_length, args.stride, args.batch_size, "cpu", precision=precision)
+        out[precision] = NerkitSystem(predictor)(texts)
+    f1 = {p: f1_against_gold(docs, out[p]) for p in out}
+    return {"texts": len(texts), "entities_fp32": sum(map(len, out["fp32"])), "entities_bf16": sum(map(len, out["bf16"])),
+            "agreement": agreement(out["bf16"], out["fp32"]), "f1_fp32": f1["fp32"], "f1_bf16": f1["bf16"],
+            "f1_difference_points": 100 * (f1["bf16"] - f1["fp32"])}
+
+
 # --- long documents -------------------------------------------------------------------------------
 
 def long_document(n_tokens: int, tokenizer) -> str:
@@ -449,7 +464,7 @@ def main() -> None:
     parser.add_argument("--long-sizes", type=int, nargs="+", default=[1_000, 10_000, 100_000],
                         help="long-document lengths in tokens, ascending")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    parser.add_argument("--skip", nargs="*", default=[], choices=["predict", "onnx", "train", "long"])
+    parser.add_argument("--skip", nargs="*", default=[], choices=["predict", "onnx", "agreement", "train", "long"])
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("nerkit").setLevel(logging.WARNING)
@@ -459,7 +474,7 @@ def main() -> None:
     previous = RESULTS / "speed.json"
     if args.skip and previous.exists():  # a partial rerun keeps the other parts, each with its own stamp
         earlier = json.loads(previous.read_text())
-        for part in ("predict", "long", "train"):
+        for part in ("predict", "agreement", "long", "train"):
             if part in args.skip and part in earlier:
                 results[part] = {**earlier[part], "machine": earlier[part].get("machine", earlier["machine"])}
     model = load_model(args.run_dir)
@@ -467,6 +482,9 @@ def main() -> None:
     # Results are written after each part, so that a part cut short leaves the others.
     if "predict" not in args.skip:
         results["predict"] = {**bench_predict(model, args.run_dir, docs, args), "machine": results["machine"]}
+        save_results("speed", results, tables(results))
+    if "agreement" not in args.skip:
+        results["agreement"] = {**bench_agreement(model, args), "machine": results["machine"]}
         save_results("speed", results, tables(results))
     if "long" not in args.skip:
         results["long"] = {**bench_long(model, args.run_dir, args), "machine": results["machine"]}
@@ -506,6 +524,12 @@ def tables(results: dict) -> str:
             f"{p['systems'][best_pipe]['nerkit_bf16_speedup_worst']:.2f}x, goal >= {GOALS['predict_vs_best_pipeline']}x); "
             f"bf16 entity agreement {bf16['agreement_with_nerkit_fp32']:.4f} (goal >= {GOALS['bf16_entity_agreement']}), "
             f"F1 difference {p['bf16_f1_difference_points']:+.2f} points (goal within {GOALS['bf16_f1_difference_points']})")
+    if "agreement" in results:
+        a = results["agreement"]
+        out.append(f"bf16 vs fp32 on the whole CoNLL-2003 test set ({a['texts']} sentences, {a['entities_fp32']} fp32 "
+                   f"entities): entity agreement {a['agreement']:.4f} (goal >= {GOALS['bf16_entity_agreement']}), test F1 "
+                   f"{a['f1_fp32']:.4f} fp32 vs {a['f1_bf16']:.4f} bf16, {a['f1_difference_points']:+.2f} points "
+                   f"(goal within {GOALS['bf16_f1_difference_points']})")
     if "long" in results:
         lg = results["long"]
         rows = [[precision, d["tokens"], d["seconds"], d["us_per_token"], d["entities"]]
@@ -529,7 +553,7 @@ def tables(results: dict) -> str:
         out.append(f"Training: one epoch over {t['sentences']} CoNLL train sentences, batch {t['batch_size']}; "
                    f"nerkit bf16 via {t['precision_via']}; \"nerkit fused\": AdamW(fused=True) as nerkit.optim.adamw "
                    "makes it (not yet wired into the engine).")
-    for part in ("predict", "long", "train"):
+    for part in ("predict", "agreement", "long", "train"):
         if part in results and "machine" in results[part]:
             pm = results[part]["machine"]
             out.append(f"{part}: measured {pm['date']}, commit {pm['commit']}{' (dirty)' if pm.get('dirty') else ''}, "
