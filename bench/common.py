@@ -105,11 +105,14 @@ def hf_twin(model: NerModel) -> torch.nn.Module:
 def machine_info() -> dict:
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False).stdout.strip()
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                                    capture_output=True, text=True, check=False).stdout.strip())
     except OSError:
-        commit = ""
+        commit, dirty = "", None
     return {
         "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
         "commit": commit,
+        "dirty": dirty,
         "cpu": platform.processor() or platform.machine(),
         "cpu_count": torch.get_num_threads(),
         "torch": torch.__version__,

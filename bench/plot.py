@@ -29,26 +29,29 @@ def plot_quality(results: dict) -> None:
 
 def plot_speed(results: dict) -> None:
     panels = [k for k in ("predict", "train", "long") if k in results]
-    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.5), squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.8), squeeze=False)
     for ax, key in zip(axes[0], panels):
         if key == "long":
-            docs = results["long"]["documents"]
-            ax.plot([d["tokens"] for d in docs], [d["us_per_token"] for d in docs], "o-")
+            for precision in ("fp32", "bf16"):
+                docs = results["long"][precision]["documents"]
+                ax.plot([d["tokens"] for d in docs], [d["us_per_token"] for d in docs], "o-", label=precision)
             ax.set_xscale("log")
             ax.set_ylim(bottom=0)
             ax.set_xlabel("document length (tokens)")
             ax.set_ylabel("predict time per token (us)")
             ax.set_title("long documents (goal: flat)")
+            ax.legend(fontsize=8)
             continue
-        r = results[key]
-        unit, base, ours = (("texts/s", r["pipeline_texts_per_s"], r["nerkit_texts_per_s"]) if key == "predict"
-                            else ("real tokens/s", r["hf_real_tokens_per_s"], r["nerkit_real_tokens_per_s"]))
-        ax.bar(["HF", "nerkit"], [base, ours], color=["tab:gray", "tab:blue"])
-        goal = results["goals"][f"{key}_speedup"]
-        ax.axhline(goal * base, ls="--", c="tab:red", label=f"goal {goal}x")
-        ax.set_ylabel(unit)
-        ax.set_title(f"{key}: {r['speedup']:.2f}x")
-        ax.legend(fontsize=8)
+        systems = results[key]["systems"]
+        names = list(systems)
+        values = [systems[n]["tokens_per_s" if key == "predict" else "real_tokens_per_s"] for n in names]
+        ax.barh(names, values, color=["tab:blue" if n.startswith("nerkit") else "tab:gray" for n in names])
+        if key == "predict":
+            ax.axvline(results["goals"]["predict_bf16_tokens_per_s"], ls="--", c="tab:red", label="goal (nerkit bf16)")
+            ax.legend(fontsize=8)
+        ax.set_xlabel("real tokens/s")
+        ax.set_title(key)
+        ax.tick_params(axis="y", labelsize=8)
     fig.tight_layout()
     fig.savefig(RESULTS / "speed.png", dpi=120)
 

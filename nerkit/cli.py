@@ -21,6 +21,13 @@ class Backend(str, Enum):
     onnx = "onnx"
 
 
+class PrecisionChoice(str, Enum):  # checked by OmegaConf: a typo is a "bad argument", not a traceback
+    auto = "auto"
+    fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"
+
+
 def parse_args(schema: type[T], argv: list[str], usage: str) -> T:
     """``key=value`` arguments checked against a dataclass (types, unknown and missing keys)."""
     if {"-h", "--help"} & set(argv):
@@ -44,12 +51,15 @@ def setup_logging() -> None:
 
 
 def load_predictor(run_dir: str | Path, backend: Backend = Backend.torch, device: str | None = None,
-                   batch_size: int = 64, threads: int | None = None, trust_remote_code: bool = False) -> Predictor:
+                   batch_size: int = 64, threads: int | None = None, trust_remote_code: bool = False,
+                   precision: str = "auto") -> Predictor:
     if Backend(backend) is Backend.onnx:
         from nerkit.onnx_predict import OnnxPredictor  # lazy: onnxruntime is an extra
 
         if trust_remote_code:
             raise ValueError("trust_remote_code=true works with backend=torch only")
+        if PrecisionChoice(precision) not in (PrecisionChoice.auto, PrecisionChoice.fp32):
+            raise ValueError(f"precision={precision}: the ONNX backend runs the exported fp32 graph; use backend=torch")
         return OnnxPredictor.from_run(run_dir, batch_size=batch_size, threads=threads)
     import torch
 
@@ -57,4 +67,4 @@ def load_predictor(run_dir: str | Path, backend: Backend = Backend.torch, device
 
     if threads:
         torch.set_num_threads(threads)
-    return Predictor.from_run(run_dir, device, batch_size, trust_remote_code)
+    return Predictor.from_run(run_dir, device, batch_size, trust_remote_code, PrecisionChoice(precision).value)

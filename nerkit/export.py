@@ -14,6 +14,11 @@ aggregation_strategy="first")`` loads. Only a softmax head is a token classifier
 has no CRF or GlobalPointer class (docs/export.md says what works for those).
 
 ``python -m nerkit.export run_dir=DIR [format=onnx|hf] [output=...] [opset=18]``
+
+The exported graph is fp32 whatever precision the torch predictor runs at (ONNX Runtime's CPU
+provider has no bf16 kernels for most operators); for a smaller, faster CPU graph, quantise it
+with ``onnxruntime.quantization.quantize_dynamic`` (int8 weights; bench/speed.py measures its
+speed and its entity agreement with fp32).
 """
 from __future__ import annotations
 

@@ -22,7 +22,7 @@ from transformers import PreTrainedTokenizerFast
 
 from nerkit.data.encoding import EncodedText, Entity, TextEncoder, to_entities
 from nerkit.data.schemes import get_scheme
-from nerkit.data.windowing import Window, span_owner, word_owners
+from nerkit.data.windowing import Window, WindowTable
 
 ONNX_FILE = "model.onnx"
 INPUTS = ("input_ids", "attention_mask", "word_index", "word_mask")
@@ -71,6 +71,7 @@ class OnnxPredictor:
         self.session, self.entity_types, self.decoder = session, entity_types, decoder
         self.head_name = decoder["head"]
         self.batch_size, self.max_batch_tokens = batch_size, max_batch_tokens
+        self.precision = "fp32"  # the exported graph's
         self.pad_id = tokenizer.pad_token_id
         self.text_encoder = TextEncoder(tokenizer, max_length, stride, truncate)
         if decoder["kind"] == "tags":
@@ -158,8 +159,7 @@ class OnnxPredictor:
 
     def _decode_tags(self, windows: Sequence[Window], window_scores: Sequence[np.ndarray], n_words: int) -> list[ScoredSpan]:
         """Each word's scores from its most central window, then one argmax / Viterbi over the text."""
-        owner = word_owners(windows, n_words)
-        scores = np.stack([window_scores[k][w - windows[k].word_start] for w, k in enumerate(owner)]).astype(np.float32)
+        scores = np.concatenate(window_scores)[WindowTable.of([windows]).word_rows()].astype(np.float32)
         tag_ids = viterbi(scores, *self.crf) if self.crf else scores.argmax(-1).tolist()
         chosen = _softmax(scores)[np.arange(n_words), tag_ids]
         spans, _ = self.scheme.decode([self.tags[t] for t in tag_ids])
@@ -167,10 +167,10 @@ class OnnxPredictor:
 
     def _decode_spans(self, windows: Sequence[Window], window_scores: Sequence[np.ndarray], n_words: int) -> list[ScoredSpan]:
         """Spans scoring above zero, each kept from the window holding it fully and most centrally."""
-        kept = []
+        kept, table = [], WindowTable.of([windows])
         for k, (window, scores) in enumerate(zip(windows, window_scores)):
             for label, s, e in zip(*np.nonzero(scores > 0)):
                 start, end = int(s) + window.word_start, int(e) + 1 + window.word_start
-                if span_owner(windows, start, end) == k:
+                if table.span_owner(0, start, end) == k:
                     kept.append((start, end, self.entity_types[label], float(1 / (1 + np.exp(-scores[label, s, e])))))
         return sorted(kept)

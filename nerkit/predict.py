@@ -8,18 +8,26 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import torch
 
+from nerkit.data.batching import pad
 from nerkit.data.encoding import EncodedText, Entity, TextEncoder, to_entities
+from nerkit.data.windowing import WindowTable
 from nerkit.heads.base import ScoredSpan
 from nerkit.model import NerModel
+from nerkit.precision import autocast, check_precision
 
 
 class Predictor:
     def __init__(self, model: NerModel, max_length: int = 128, stride: int = 32, batch_size: int = 64,
-                 device: str | torch.device = "cpu", truncate: bool = False, max_batch_tokens: int | None = None):
+                 device: str | torch.device = "cpu", truncate: bool = False, max_batch_tokens: int | None = None,
+                 precision: str = "auto"):
         self.model = model.to(device).eval()
         self.device = torch.device(device)
+        # Weights stay fp32; "bf16"/"fp16" run the model under autocast, "auto" picks bf16 where
+        # the hardware has bf16 units (nerkit.precision).
+        self.precision = check_precision(precision, self.device)
         self.batch_size = batch_size
         # A batch holds at most batch_size windows and max_batch_tokens padded tokens. On CPU,
         # batches of ~2k tokens, whose activations stay in cache, run faster than bigger ones.
@@ -28,13 +36,14 @@ class Predictor:
 
     @classmethod
     def from_run(cls, run_dir: str | Path, device: str | None = None, batch_size: int = 64,
-                 trust_remote_code: bool = False) -> "Predictor":
+                 trust_remote_code: bool = False, precision: str = "auto") -> "Predictor":
         """Load a trained run directory (weights, config, labels, tokenizer; no pickle). Nothing in
         it runs as code; ``trust_remote_code=True`` allows the encoder's own Python files in
         ``encoder/``, for a directory you trust."""
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         model, cfg = NerModel.load(run_dir, device, trust_remote_code)
-        return cls(model, cfg.max_length, cfg.stride, batch_size, device, cfg.get("truncate", False))
+        return cls(model, cfg.max_length, cfg.stride, batch_size, device, cfg.get("truncate", False),
+                   precision=precision)
 
     def predict(self, texts: Sequence[str]) -> list[list[Entity]]:
         if isinstance(texts, str):
@@ -59,7 +68,8 @@ class Predictor:
     def scores(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, word_index: torch.Tensor,
                word_mask: torch.Tensor) -> torch.Tensor:
         """Window scores for one padded batch; another runtime (ONNX) overrides this."""
-        return self.model(input_ids, attention_mask, word_index, word_mask)
+        with autocast(self.device, self.precision):
+            return self.model(input_ids, attention_mask, word_index, word_mask)
 
     def _token_batches(self, lengths: Sequence[int], order: Sequence[int]) -> list[list[int]]:
         """Cut ``order`` (ascending ``lengths``) into batches of at most ``batch_size`` windows and
@@ -72,44 +82,34 @@ class Predictor:
                 batches.append([j])
         return batches
 
+    def window_batch(self, encodings: Sequence[EncodedText], table: WindowTable,
+                     rows: Sequence[int]) -> tuple[torch.Tensor, ...]:
+        """Padded model inputs (ids, attention mask, word index, word mask) for windows ``rows``."""
+        prefix, suffix = self.text_encoder.prefix_ids, self.text_encoder.suffix_ids
+        docs = [encodings[d] for d in table.doc[rows].tolist()]
+        token_spans = zip(table.token_start[rows].tolist(), table.token_end[rows].tolist())
+        word_spans = zip(table.word_start[rows].tolist(), table.word_end[rows].tolist())
+        input_ids, attention = pad([prefix + enc.token_ids[t0:t1] + suffix for enc, (t0, t1) in zip(docs, token_spans)],
+                                   self.model.encoder.tokenizer.pad_token_id)
+        # Each word's first sub-token, from document positions to window positions.
+        word_index, word_mask = pad([enc.word_token_starts[w0:w1] for enc, (w0, w1) in zip(docs, word_spans)])
+        shift = torch.from_numpy(len(prefix) - table.token_start[rows])
+        word_index = (word_index + shift[:, None]).masked_fill(~word_mask, 0)
+        return tuple(t.to(self.device) for t in (input_ids, attention.long(), word_index, word_mask))
+
     @torch.inference_mode()
     def predict_encoded(self, encodings: Sequence[EncodedText]) -> list[list[ScoredSpan]]:
         """Word-level spans for already encoded texts (evaluation reuses the encodings)."""
         self.model.eval()  # dropout off, also when evaluating in the middle of training
-        jobs = [(d, k) for d, enc in enumerate(encodings) for k in range(len(enc.windows))]
-        inputs = [self.text_encoder.window_input(encodings[d], encodings[d].windows[k]) for d, k in jobs]
-        order = sorted(range(len(jobs)), key=lambda j: len(inputs[j][0]))
-        outputs: list = [None] * len(jobs)
-        pad_id = self.model.encoder.tokenizer.pad_token_id
-        for batch in self._token_batches([len(inputs[j][0]) for j in order], order):
-            width = max(len(inputs[j][0]) for j in batch)
-            words = max(len(inputs[j][1]) for j in batch)
-            input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-            attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
-            word_index = torch.zeros((len(batch), words), dtype=torch.long)
-            word_mask = torch.zeros((len(batch), words), dtype=torch.bool)
-            for row, j in enumerate(batch):
-                ids, index = inputs[j]
-                input_ids[row, : len(ids)] = torch.tensor(ids)
-                attention_mask[row, : len(ids)] = 1
-                word_index[row, : len(index)] = torch.tensor(index)
-                word_mask[row, : len(index)] = True
-            tensors = [t.to(self.device) for t in (input_ids, attention_mask, word_index, word_mask)]
-            scores = self.scores(*tensors)
-            for j, out in zip(batch, self.model.head.window_outputs(scores, tensors[3])):
+        table = WindowTable.of([enc.windows for enc in encodings])
+        lengths = table.token_end - table.token_start + len(self.text_encoder.prefix_ids) + len(self.text_encoder.suffix_ids)
+        order = np.argsort(lengths, kind="stable")
+        outputs: list = [None] * len(lengths)
+        for batch in self._token_batches(lengths[order].tolist(), order.tolist()):
+            tensors = self.window_batch(encodings, table, batch)
+            for j, out in zip(batch, self.model.head.window_outputs(self.scores(*tensors), tensors[3])):
                 outputs[j] = out
-        per_doc: list[list] = [[] for _ in encodings]
-        for (d, _), out in zip(jobs, outputs):
-            per_doc[d].append(out)
-        nonempty = [d for d, enc in enumerate(encodings) if enc.windows]
-        # Decode the words the windows cover: all of them, unless the encoder truncates.
-        decoded = self.model.head.decode_documents(
-            [(encodings[d].windows, per_doc[d], encodings[d].windows[-1].word_end) for d in nonempty]
-        )
-        results: list[list[ScoredSpan]] = [[] for _ in encodings]
-        for d, spans in zip(nonempty, decoded):
-            results[d] = spans
-        return results
+        return self.model.head.decode_documents(table, outputs)
 
 
 if __name__ == "__main__":

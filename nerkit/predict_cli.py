@@ -15,8 +15,12 @@ The input and output paths are checked before the model is loaded. Nothing in th
 directory runs as code; ``trust_remote_code=true`` lets its encoder run its own Python files
 (from ``encoder/``), for a run directory you trust.
 
-Options: format=auto|text|jsonl backend=torch|onnx device=cpu|cuda batch_size=64 threads=N
-chunk_docs=1000 chunk_chars=1000000 progress=true trust_remote_code=false
+Options: format=auto|text|jsonl backend=torch|onnx device=cpu|cuda precision=auto|fp32|bf16|fp16
+batch_size=64 threads=N chunk_docs=1000 chunk_chars=1000000 progress=true trust_remote_code=false
+
+``precision`` (torch backend): ``auto`` runs the model under bf16 autocast where the hardware has
+bf16 units (CPUs with AVX-512 BF16 or AMX, recent GPUs), else fp32; ``fp16`` needs a GPU. The
+ONNX backend always runs the exported fp32 graph.
 """
 from __future__ import annotations
 
@@ -33,7 +37,7 @@ from typing import TYPE_CHECKING, Iterator, Optional
 from omegaconf import MISSING
 from tqdm.auto import tqdm
 
-from nerkit.cli import Backend, load_predictor, parse_args, setup_logging
+from nerkit.cli import Backend, PrecisionChoice, load_predictor, parse_args, setup_logging
 
 if TYPE_CHECKING:  # torch is imported only by backend=torch: backend=onnx runs without it
     from nerkit.predict import Predictor
@@ -55,6 +59,7 @@ class PredictConfig:
     format: Format = Format.auto
     backend: Backend = Backend.torch
     device: Optional[str] = None  # default: cuda if available (torch backend)
+    precision: PrecisionChoice = PrecisionChoice.auto  # torch backend
     batch_size: int = 64
     threads: Optional[int] = None  # CPU threads for the model (default: the runtime's own choice)
     chunk_docs: int = 1000
@@ -172,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = parse_args(PredictConfig, sys.argv[1:] if argv is None else argv, __doc__)
     check_paths(Path(cfg.input), Path(cfg.output))
     predictor = load_predictor(cfg.run_dir, cfg.backend, cfg.device, cfg.batch_size, cfg.threads,
-                               cfg.trust_remote_code)
+                               cfg.trust_remote_code, cfg.precision)
     stats = predict_file(predictor, cfg)
     log.info("%s: %d documents, %d entities; %d bad lines skipped, %d blank lines",
              cfg.output, stats.documents, stats.entities, stats.bad_lines, stats.blank_lines)

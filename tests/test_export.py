@@ -47,7 +47,7 @@ def exported(request, tiny_bert_dir, tmp_path_factory) -> Path:
 def test_onnx_runtime_gives_the_same_entities(exported):
     run_dir = exported
     # Small batches: the graph meets several batch sizes and widths.
-    torch_out = Predictor.from_run(run_dir, "cpu", batch_size=3).predict(TEXTS)
+    torch_out = Predictor.from_run(run_dir, "cpu", batch_size=3, precision="fp32").predict(TEXTS)  # the graph is fp32
     onnx_out = OnnxPredictor.from_run(run_dir, batch_size=3).predict(TEXTS)
     assert sum(map(len, torch_out)) > 0
     assert entity_tuples(onnx_out) == entity_tuples(torch_out)
@@ -62,7 +62,7 @@ def test_cli_onnx_backend_and_stale_exports(exported, tiny_bert_dir, tmp_path):
     for backend in ("torch", "onnx"):
         target = tmp_path / f"{backend}.jsonl"
         assert predict_main([f"run_dir={run_dir}", f"input={source}", f"output={target}", f"backend={backend}",
-                             "device=cpu", "threads=1", "progress=false"]) == 0
+                             "device=cpu", "threads=1", "progress=false", "precision=fp32"]) == 0
         outputs[backend] = [[(e["start"], e["end"], e["label"]) for e in json.loads(line)["entities"]]
                             for line in target.read_text().splitlines()]
     assert outputs["onnx"] == outputs["torch"]

@@ -120,3 +120,31 @@ def test_crf_parameter_group_gets_its_own_learning_rate(tiny_bert_dir):
     assert {lr_of[id(p)] for p in model.encoder.parameters()} == {2e-5}
     assert {lr_of[id(p)] for p in model.head.parameters()} == {0.003}
     assert len(lr_of) == sum(1 for _ in model.parameters())  # every parameter in exactly one group
+
+
+@pytest.mark.parametrize("scheme", ["BIO", "BIOES"])
+def test_array_span_decoding_repairs_paths_exactly_like_the_scheme(scheme):
+    head = CRFHead(16, TYPES, scheme=scheme)
+    generator = torch.Generator().manual_seed(0)
+    lengths = [7, 0, 1, 12, 5, 9]
+    paths = torch.randint(0, len(head.tags), (sum(lengths),), generator=generator)
+    scores = torch.randn(sum(lengths), len(head.tags), generator=generator)
+    decoded = head.spans(scores, paths, lengths)
+    probs = scores.softmax(-1).gather(1, paths[:, None])[:, 0]
+    offset = 0
+    for n, spans in zip(lengths, decoded):
+        expected, _ = head.scheme.decode([head.tags[t] for t in paths[offset : offset + n].tolist()])
+        assert [(s, e, lab) for s, e, lab, _ in spans] == [tuple(span) for span in expected]
+        for s, e, _, score in spans:
+            assert score == pytest.approx(probs[offset + s : offset + e].mean().item(), abs=1e-6)
+        offset += n
+    assert any(decoded)
+
+
+def test_batched_viterbi_matches_pytorch_crf():
+    head = CRFHead(16, TYPES, scheme="BIOES").eval()
+    hidden, mask = batch(lengths=(9, 1, 4, 9, 6))
+    with torch.no_grad():
+        head.crf.transitions.add_(torch.randn_like(head.crf.transitions))  # non-trivial transitions
+        scores = head(hidden, mask) * 3
+        assert head.best_tags(scores, mask) == head.crf.decode(scores, mask=mask)

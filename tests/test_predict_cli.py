@@ -161,6 +161,10 @@ def test_argument_errors_are_explained(tmp_path, run_dir, capsys):
         main([f"run_dir={run_dir}", "input=a", "output=b", "formt=text"])
     with pytest.raises(SystemExit, match="bad argument: .*xml"):
         main([f"run_dir={run_dir}", "input=a", "output=b", "format=xml"])
+    with pytest.raises(SystemExit, match="bad argument: .*bf61"):
+        main([f"run_dir={run_dir}", "input=a", "output=b", "precision=bf61"])
+    with pytest.raises(ValueError, match="fp16 needs a GPU"):
+        main([f"run_dir={run_dir}", "input=a", "output=b", "precision=fp16", "device=cpu"])
     source = tmp_path / "in.txt"
     source.write_text("x\n")
     with pytest.raises(ValueError, match="overwrite the input"):
@@ -168,3 +172,13 @@ def test_argument_errors_are_explained(tmp_path, run_dir, capsys):
     with pytest.raises(FileNotFoundError, match="missing.txt: input file not found"):
         predict_file(None, PredictConfig(run_dir="x", input=str(tmp_path / "missing.txt"), output="o"))
 
+
+
+def test_precision_reaches_the_predictor(tmp_path, run_dir, predictor):
+    source, target = tmp_path / "in.txt", tmp_path / "out.jsonl"
+    source.write_text("\n".join(TEXTS) + "\n", encoding="utf-8")
+    assert main([f"run_dir={run_dir}", f"input={source}", f"output={target}", "precision=fp32", "device=cpu",
+                 "progress=false"]) == 0
+    fp32 = Predictor.from_run(run_dir, "cpu", precision="fp32")
+    for got, expected in zip(read_jsonl(target), fp32.predict(TEXTS)):
+        assert_same_entities(got["entities"], expected)

@@ -16,7 +16,7 @@ from nerkit.data.batching import window_dataset
 from nerkit.data.encoding import AlignmentStats, TextEncoder, char_to_word_spans
 from nerkit.data.readers import Document
 from nerkit.data.schemes import Span
-from nerkit.data.windowing import Window, check_window_size, plan_windows, span_owner, word_owners
+from nerkit.data.windowing import Window, WindowTable, check_window_size, plan_windows
 from nerkit.encoders.bert import BertEncoder
 from nerkit.evaluation import evaluate
 from nerkit.heads.crf import CRFHead
@@ -116,7 +116,13 @@ def test_owners_are_the_most_central_windows(layout, data):
     windows = plan_windows(starts, n_tokens, capacity, stride)
     n = len(starts)
     context = lambda w, s, e: min(s - w.word_start, w.word_end - e)  # noqa: E731
-    owners = word_owners(windows, n)
+    table = WindowTable.of([windows])
+    owners = table.word_owners()
+    assert len(owners) == n
+    # Several documents (one without words) in one table: each keeps its own owners.
+    several = WindowTable.of([windows, [], windows])
+    assert several.word_owners().tolist() == [*owners.tolist(), *(owners + len(windows)).tolist()]
+    assert several.doc_words.tolist() == [n, 0, n]
     for word in range(n):
         holding = [k for k, w in enumerate(windows) if w.word_start <= word < w.word_end]
         best = max(context(windows[k], word, word + 1) for k in holding)
@@ -127,9 +133,9 @@ def test_owners_are_the_most_central_windows(layout, data):
         holding = [k for k, w in enumerate(windows) if w.word_start <= start and end <= w.word_end]
         if holding:
             best = max(context(windows[k], start, end) for k in holding)
-            assert span_owner(windows, start, end) == min(k for k in holding if context(windows[k], start, end) == best)
+            assert table.span_owner(0, start, end) == min(k for k in holding if context(windows[k], start, end) == best)
         else:
-            assert span_owner(windows, start, end) is None
+            assert table.span_owner(0, start, end) is None
 
 
 # --- windowed prediction == unwindowed prediction when the document fits one window ---------------
@@ -150,7 +156,7 @@ def tiny_models(tiny_bert_dir):
 def test_windowed_equals_unwindowed_when_the_text_fits(tiny_models, head, words, seps):
     model = tiny_models[head]
     text = "".join(w + s for w, s in zip(words, seps)).strip()
-    predictor = Predictor(model, max_length=128, stride=32)
+    predictor = Predictor(model, max_length=128, stride=32, precision="fp32")  # as the direct call
     [enc] = predictor.text_encoder.encode([text])
     assert len(enc.windows) == 1
     ids, index = predictor.text_encoder.window_input(enc, enc.windows[0])
@@ -303,7 +309,7 @@ def test_global_pointer_keeps_each_span_once_from_its_most_central_window():
     windows = [Window(0, 10, 0, 10), Window(5, 15, 5, 15)]
     spans_w0 = [(6, 8, "PER", 0.9), (6, 8, "LOC", 0.6), (8, 10, "PER", 0.7)]  # (8, 10) touches w0's edge
     spans_w1 = [(1, 3, "PER", 0.8), (3, 5, "PER", 0.5), (9, 10, "LOC", 0.4)]  # absolute (6,8), (8,10), (14,15)
-    [kept] = head.decode_documents([(windows, [spans_w0, spans_w1], 15)])
+    [kept] = head.decode_documents(WindowTable.of([windows]), [spans_w0, spans_w1])
     assert kept == [(6, 8, "LOC", 0.6), (6, 8, "PER", 0.9), (8, 10, "PER", 0.5), (14, 15, "LOC", 0.4)]
 
 

@@ -53,28 +53,55 @@ def plan_windows(word_token_starts: Sequence[int], n_tokens: int, capacity: int,
         w = max(w + 1, bisect_right(word_token_starts, word_token_ends[end - 1] - stride) - 1)
 
 
-def word_owners(windows: Sequence[Window], n_words: int) -> np.ndarray:
-    """For each word, the index of the window in which it is most central (earliest on ties)."""
-    owner = np.zeros(n_words, dtype=np.int64)
-    best = np.full(n_words, -1, dtype=np.int64)
-    for k, win in enumerate(windows):
-        idx = np.arange(win.word_start, win.word_end)
-        context = np.minimum(idx - win.word_start, win.word_end - 1 - idx)
-        better = context > best[idx]
-        best[idx[better]] = context[better]
-        owner[idx[better]] = k
-    return owner
+class WindowTable(NamedTuple):
+    """The windows of a list of documents as arrays, one row per window (documents in order,
+    each document's windows in order), so merging predictions back runs on arrays, not per word."""
 
+    doc: np.ndarray  # the document each window belongs to
+    word_start: np.ndarray
+    word_end: np.ndarray
+    token_start: np.ndarray
+    token_end: np.ndarray
+    doc_words: np.ndarray  # per document: the words its windows cover (0 for a document without windows)
 
-def span_owner(windows: Sequence[Window], start: int, end: int) -> int | None:
-    """The window holding words [start, end) fully and most centrally, or None if none holds it."""
-    # Window starts and ends both increase, so the windows holding the span are the ones just
-    # before the last window starting at or before `start`.
-    k = bisect_right(windows, start, key=lambda win: win.word_start) - 1
-    best_k, best_context = None, -1
-    while k >= 0 and windows[k].word_end >= end:
-        context = min(start - windows[k].word_start, windows[k].word_end - end)
-        if context >= best_context:  # >= : the earliest window wins ties, as in word_owners
-            best_k, best_context = k, context
-        k -= 1
-    return best_k
+    @classmethod
+    def of(cls, windows_per_doc: Sequence[Sequence[Window]]) -> "WindowTable":
+        rows = np.array([(d, *w) for d, windows in enumerate(windows_per_doc) for w in windows], dtype=np.int64)
+        columns = rows.reshape(-1, 5).T
+        doc_words = np.array([windows[-1].word_end if windows else 0 for windows in windows_per_doc], dtype=np.int64)
+        return cls(*columns, doc_words)
+
+    def word_rows(self) -> np.ndarray:
+        """For every covered word (documents in order), its position in the windows' words laid
+        end to end in window order, taken from the window where the word is most central (the
+        earliest window on ties: maximal context)."""
+        sizes = self.word_end - self.word_start
+        window = np.repeat(np.arange(len(sizes)), sizes)
+        position = np.arange(len(window)) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+        context = np.minimum(position, sizes[window] - 1 - position)
+        doc_offset = np.cumsum(self.doc_words) - self.doc_words
+        word = doc_offset[self.doc[window]] + self.word_start[window] + position
+        order = np.lexsort((np.arange(len(word)), -context, word))  # by word, most central first, earliest first
+        first = np.ones(len(order), dtype=bool)
+        first[1:] = word[order[1:]] != word[order[:-1]]
+        return order[first]
+
+    def word_owners(self) -> np.ndarray:
+        """For every covered word (documents in order), the row of the window it is taken from."""
+        sizes = self.word_end - self.word_start
+        return np.searchsorted(np.cumsum(sizes), self.word_rows(), side="right")
+
+    def span_owner(self, doc: int, start: int, end: int) -> int | None:
+        """The row of the window of ``doc`` holding words [start, end) fully and most centrally
+        (earliest on ties, as for words), or None if no window holds it."""
+        # Window starts and ends both increase, so the windows holding the span are the ones just
+        # before the last window starting at or before `start`.
+        first = int(np.searchsorted(self.doc, doc, side="left"))
+        k = first + int(np.searchsorted(self.word_start[first : np.searchsorted(self.doc, doc, side="right")], start, side="right")) - 1
+        best_k, best_context = None, -1
+        while k >= first and self.word_end[k] >= end:
+            context = min(start - int(self.word_start[k]), int(self.word_end[k]) - end)
+            if context >= best_context:
+                best_k, best_context = k, context
+            k -= 1
+        return best_k

@@ -9,12 +9,12 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar, NamedTuple, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
-from nerkit.data.batching import pad
 from nerkit.data.schemes import get_scheme
-from nerkit.data.windowing import Window, word_owners
+from nerkit.data.windowing import WindowTable
 
 
 class ScoredSpan(NamedTuple):
@@ -54,14 +54,15 @@ class Head(nn.Module, ABC):
         """Scores of a batch of sequences -> predicted spans per sequence."""
 
     @abstractmethod
-    def window_outputs(self, scores: torch.Tensor, mask: torch.Tensor) -> list[Any]:
+    def window_outputs(self, scores: torch.Tensor, mask: torch.Tensor) -> Sequence[Any]:
         """A batch of window scores -> per window, what ``decode_documents`` needs (kept small:
         a 100k-token document has a thousand windows)."""
 
     @abstractmethod
-    def decode_documents(self, documents: Sequence[tuple[Sequence[Window], Sequence[Any], int]]) -> list[list[ScoredSpan]]:
-        """Per document: its windows, each window's ``window_outputs`` and its word count ->
-        spans over the whole document, each prediction taken where it had the most context."""
+    def decode_documents(self, table: WindowTable, outputs: Sequence[Any]) -> list[list[ScoredSpan]]:
+        """The windows of some documents and each window's ``window_outputs`` (in table row
+        order) -> per document, spans over the whole document, each prediction taken where it
+        had the most context."""
 
     def param_groups(self, base_lr: float, weight_decay: float) -> list[dict]:
         """Optimizer groups for the head's parameters: ``head.lr`` when set, else the encoder's."""
@@ -85,6 +86,12 @@ class TokenHead(Head):
         self.tag_ids = {tag: i for i, tag in enumerate(self.tags)}
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(hidden_size, len(self.tags))
+        # Per tag id, for decoding on arrays: its entity type (-1 for O), whether it may continue
+        # an entity (I-, E-), and whether an entity stays open after it (B-, I-).
+        roles = [self.scheme.split(tag) for tag in self.tags]
+        self._tag_label = np.array([-1 if t is None else self.entity_types.index(t) for _, t in roles])
+        self._tag_continues = np.array([role in ("I", "E") for role, _ in roles])
+        self._tag_open = np.array([role in ("B", "I") for role, _ in roles])
 
     def forward(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.dropout(hidden))
@@ -100,38 +107,63 @@ class TokenHead(Head):
         return targets
 
     @abstractmethod
+    def best_paths(self, scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The best tag id at every position of each row, [batch, words] (anything past the mask)."""
+
     def best_tags(self, scores: torch.Tensor, mask: torch.Tensor) -> list[list[int]]:
         """The best tag sequence of each row, as long as its mask."""
+        return [row[:n].tolist() for row, n in zip(self.best_paths(scores, mask), mask.sum(1).tolist())]
 
     def decode(self, scores: torch.Tensor, mask: torch.Tensor) -> list[list[ScoredSpan]]:
-        probs = scores.float().softmax(-1)
-        out = []
-        for row, tag_ids in enumerate(self.best_tags(scores, mask)):
-            spans, _ = self.scheme.decode([self.tags[t] for t in tag_ids])
-            chosen = probs[row, torch.arange(len(tag_ids)), torch.tensor(tag_ids, dtype=torch.long)]
-            out.append([ScoredSpan(s, e, lab, chosen[s:e].mean().item()) for s, e, lab in spans])
+        scores, mask = scores.detach().float().cpu(), mask.cpu()
+        return self.spans(scores[mask], self.best_paths(scores, mask)[mask], mask.sum(1).tolist())
+
+    def window_outputs(self, scores: torch.Tensor, mask: torch.Tensor) -> Sequence[torch.Tensor]:
+        return torch.split(scores[mask].float().cpu(), mask.sum(1).tolist())
+
+    def decode_documents(self, table: WindowTable, outputs: Sequence[torch.Tensor]) -> list[list[ScoredSpan]]:
+        """Stitch each document's word scores from their most central windows, then decode whole
+        documents at once (one Viterbi / one BIO repair over the full length)."""
+        stitched = torch.cat(list(outputs))[torch.from_numpy(table.word_rows())] if outputs else torch.zeros(0, len(self.tags))
+        lengths = table.doc_words.tolist()
+        return self.spans(stitched, self.document_paths(stitched, lengths), lengths)
+
+    def document_paths(self, stitched: torch.Tensor, lengths: Sequence[int], chunk_words: int = 65536) -> torch.Tensor:
+        """Best tags of documents laid end to end: ``best_paths`` over batches of documents of
+        similar length, at most ``chunk_words`` padded positions each."""
+        paths = torch.zeros(len(stitched), dtype=torch.long)
+        lengths_t = torch.tensor(lengths, dtype=torch.long)
+        offsets = lengths_t.cumsum(0) - lengths_t
+        order = sorted((i for i in range(len(lengths)) if lengths[i]), key=lengths.__getitem__)
+        while order:
+            take = max(1, chunk_words // lengths[order[-1]])
+            batch, order = torch.tensor(order[-take:]), order[:-take]
+            positions = offsets[batch, None] + torch.arange(lengths[int(batch[-1])])
+            mask = positions < (offsets + lengths_t)[batch, None]
+            positions = positions.masked_fill(~mask, 0)
+            paths[positions[mask]] = self.best_paths(stitched[positions], mask)[mask]
+        return paths
+
+    def spans(self, scores: torch.Tensor, paths: torch.Tensor, lengths: Sequence[int]) -> list[list[ScoredSpan]]:
+        """Tag paths of sequences laid end to end -> spans per sequence, scored by the mean
+        probability of their tags. Repairs ill-formed paths exactly as ``Scheme.decode`` does
+        (an I-/E- that does not continue an entity of its type starts a new one), on arrays."""
+        tags = paths.numpy()
+        chosen = scores.softmax(-1).gather(1, paths[:, None])[:, 0].double().numpy()
+        offsets = np.cumsum(lengths) - np.asarray(lengths, dtype=np.int64)
+        first = np.zeros(len(tags), dtype=bool)
+        first[offsets[np.asarray(lengths) > 0]] = True
+        label = self._tag_label[tags]
+        continues = self._tag_continues[tags] & ~first
+        continues[1:] &= self._tag_open[tags[:-1]] & (label[1:] == label[:-1])
+        inside = label >= 0
+        starts = np.flatnonzero(inside & ~continues)
+        ends = np.flatnonzero(inside & ~np.append(continues[1:], False)) + 1
+        cumulative = np.concatenate([[0.0], np.cumsum(chosen)])
+        means = (cumulative[ends] - cumulative[starts]) / (ends - starts)
+        sequence = np.searchsorted(offsets, starts, side="right") - 1
+        out: list[list[ScoredSpan]] = [[] for _ in lengths]
+        for i, s, e, lab, score in zip(sequence.tolist(), (starts - offsets[sequence]).tolist(),
+                                      (ends - offsets[sequence]).tolist(), label[starts].tolist(), means.tolist()):
+            out[i].append(ScoredSpan(s, e, self.entity_types[lab], score))
         return out
-
-    def window_outputs(self, scores: torch.Tensor, mask: torch.Tensor) -> list[torch.Tensor]:
-        return [row[: int(n)].float().cpu() for row, n in zip(scores, mask.sum(1))]
-
-    def decode_documents(self, documents, chunk_words: int = 65536):
-        """Stitch each document's word scores from their most central windows, then decode the
-        whole document at once (one Viterbi / one BIO repair over the full length)."""
-        stitched = []
-        for windows, window_scores, n_words in documents:
-            owner = torch.from_numpy(word_owners(windows, n_words))
-            all_scores = torch.cat(list(window_scores))  # windows' rows, in window order
-            first_row = torch.tensor([0] + [w.word_end - w.word_start for w in windows[:-1]]).cumsum(0)
-            start = torch.tensor([w.word_start for w in windows])
-            stitched.append(all_scores[first_row[owner] + torch.arange(n_words) - start[owner]])
-        results: list[list[ScoredSpan] | None] = [None] * len(stitched)
-        order = sorted(range(len(stitched)), key=lambda i: len(stitched[i]))
-        while order:  # batches of similar length, at most `chunk_words` padded positions
-            longest = len(stitched[order[-1]])
-            take = max(1, chunk_words // max(longest, 1))
-            batch, order = order[-take:], order[:-take]
-            padded, mask = pad([stitched[i] for i in batch])
-            for i, spans in zip(batch, self.decode(padded, mask)):
-                results[i] = spans
-        return results

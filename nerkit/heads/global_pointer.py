@@ -11,7 +11,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from nerkit.data.windowing import span_owner
+from nerkit.data.windowing import WindowTable
 from nerkit.heads.base import Head, ScoredSpan
 
 
@@ -89,19 +89,15 @@ class GlobalPointerHead(Head):
     def window_outputs(self, scores: torch.Tensor, mask: torch.Tensor) -> list[list[ScoredSpan]]:
         return self.decode(scores, mask)
 
-    def decode_documents(self, documents):
+    def decode_documents(self, table: WindowTable, outputs) -> list[list[ScoredSpan]]:
         """Keep a span only from the window that holds it fully and most centrally; spans
         found by several windows are thereby kept once."""
-        results = []
-        for windows, window_spans, _ in documents:
-            kept = []
-            for k, (window, spans) in enumerate(zip(windows, window_spans)):
-                for s, e, label, prob in spans:
-                    start, end = s + window.word_start, e + window.word_start
-                    if span_owner(windows, start, end) == k:
-                        kept.append(ScoredSpan(start, end, label, prob))
-            results.append(sorted(kept))
-        return results
+        results: list[list[ScoredSpan]] = [[] for _ in table.doc_words]
+        for k, (doc, offset, spans) in enumerate(zip(table.doc.tolist(), table.word_start.tolist(), outputs)):
+            for s, e, label, prob in spans:
+                if table.span_owner(doc, s + offset, e + offset) == k:
+                    results[doc].append(ScoredSpan(s + offset, e + offset, label, prob))
+        return [sorted(spans) for spans in results]
 
 
 class EfficientGlobalPointerHead(GlobalPointerHead):

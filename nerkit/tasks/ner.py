@@ -40,8 +40,9 @@ class NerTask(Task):
         train_docs = self.splits.pop("train")
         entity_types = entity_types_of(train_docs, self.splits)
         self.model = NerModel.from_config(cfg, entity_types, train_texts=[d.text for d in train_docs]).to(device)
+        # Evaluated at the training precision, so dev scores say what the trained weights do at it.
         self.predictor = Predictor(self.model, cfg.max_length, cfg.stride, cfg.trainer.eval_batch_size, device,
-                                   cfg.get("truncate", False))
+                                   cfg.get("truncate", False), precision=cfg.trainer.get("precision", "fp32"))
         self.windows = batching.window_dataset(train_docs, self.predictor.text_encoder, entity_types,
                                                self.model.head.supports_nested).to_list()
         self.pad_id = self.model.encoder.tokenizer.pad_token_id
@@ -70,7 +71,7 @@ class NerTask(Task):
     def evaluate(self, model: nn.Module, split: str) -> dict:
         predictor = self.predictor if model is self.model else Predictor(
             model, self.cfg.max_length, self.cfg.stride, self.cfg.trainer.eval_batch_size, self.device,
-            self.cfg.get("truncate", False))
+            self.cfg.get("truncate", False), precision=self.predictor.precision)
         return evaluate(predictor, self.splits[split])
 
     def load(self, run_dir: Path) -> nn.Module:
