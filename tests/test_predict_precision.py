@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import make_cfg
+from tests.helpers import make_cfg
 
 from nerkit.model import NerModel
 from nerkit.precision import default_precision
