@@ -21,6 +21,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import DictConfig, open_dict
 
+from bench.common import machine_info
 from nerkit.classification import Classifier
 from nerkit.config import register_resolvers
 from nerkit.data.encoding import char_to_word_spans, AlignmentStats, TextEncoder
@@ -61,6 +62,7 @@ def beyond_first_window(cfg: DictConfig, split: str) -> dict:
 
 
 def run(name: str, overrides: list[str], args, tweak=None) -> dict:
+    stamp = machine_info()  # each entry of the merged results file keeps its own run's stamp
     cfg = config(overrides)
     if tweak:
         tweak(cfg)
@@ -70,7 +72,7 @@ def run(name: str, overrides: list[str], args, tweak=None) -> dict:
         metrics = json.loads((Path(out) / "metrics.json").read_text())
     metrics["wall_seconds"] = round(time.perf_counter() - started, 1)
     metrics["overrides"] = overrides
-    metrics["torch_threads"] = torch.get_num_threads()
+    metrics["stamp"] = stamp
     return metrics
 
 

@@ -141,14 +141,14 @@ def word_level_f1(predictor: Predictor, docs: list[Document], encodings, word_sp
 
 
 def report(args: argparse.Namespace, train_docs: list[Document], eval_sets: dict[str, list[Document]],
-           systems: list[dict], resume: list[dict]) -> None:
-    """Write results/quality.{json,md} with what has been measured so far."""
+           systems: list[dict], resume: list[dict], stamp: dict) -> None:
+    """Write results/quality.{json,md} with what has been measured so far, under the run's start stamp."""
     baseline_f1 = next((s["sentences"]["f1"] for s in systems if s["system"] != "nerkit"), None)
     softmax_f1 = next((s["sentences"]["f1"] for s in systems if s["head"] == "SoftmaxHead"), None)
     goal = None
     if baseline_f1 is not None and softmax_f1 is not None:
         goal = {"softmax_minus_baseline_f1": softmax_f1 - baseline_f1, "within_0.3_f1_points": softmax_f1 - baseline_f1 >= -0.003}
-    results = {"machine": machine_info(), "settings": vars(args), "train_sentences": len(train_docs),
+    results = {"machine": stamp, "settings": vars(args), "train_sentences": len(train_docs),
                "dev_sentences": len(eval_sets["sentences"]), "dev_documents": len(eval_sets["documents"]),
                "conll2003": systems, "resume_ner": resume, "goal": goal}
 
@@ -183,6 +183,7 @@ def main() -> None:
     parser.add_argument("--no-baseline", action="store_true")
     parser.add_argument("--name", default="quality", help="results file name: bench/results/<name>.json")
     args = parser.parse_args()
+    stamp = machine_info()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("nerkit").setLevel(logging.WARNING)
 
@@ -210,17 +211,17 @@ def main() -> None:
         resume.append({"head": head, "dev_f1": metrics["best_dev_f1"], "test_f1": metrics["test"]["f1"],
                        "test_precision": metrics["test"]["precision"], "test_recall": metrics["test"]["recall"],
                        "train_seconds": time.perf_counter() - started, "overrides": cfg})
-        report(args, train_docs, eval_sets, [], resume)
+        report(args, train_docs, eval_sets, [], resume, stamp)
 
     systems: list[dict] = []
     if not args.no_baseline:
         log.info("HF baseline")
         systems.append(hf_baseline(args, train_docs, eval_sets, tmp / "hf"))
-        report(args, train_docs, eval_sets, systems, resume)
+        report(args, train_docs, eval_sets, systems, resume, stamp)
     for head in args.heads:
         log.info("nerkit %s", head)
         systems.append(nerkit_system([*common, f"head={head}"], eval_sets, RUNS / f"conll_{head}"))
-        report(args, train_docs, eval_sets, systems, resume)
+        report(args, train_docs, eval_sets, systems, resume, stamp)
 
 
 if __name__ == "__main__":
