@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Sequence
 
 from transformers import PreTrainedTokenizerBase
 
@@ -67,7 +67,7 @@ class TextEncoder:
         self.truncate = truncate
         check_window_size(self.capacity, stride)
 
-    def encode(self, texts: Sequence[str], tokens: Optional[Sequence[Optional[Sequence[tuple[int, int]]]]] = None
+    def encode(self, texts: Sequence[str], tokens: Sequence[Sequence[tuple[int, int]] | None] | None = None
                ) -> list[EncodedText]:
         """Encode texts; where ``tokens[i]`` is given (character spans of the dataset's tokens),
         text i's words are those tokens, else its pre-tokenizer words."""
