@@ -102,19 +102,32 @@ def hf_twin(model: NerModel) -> torch.nn.Module:
     return twin.eval()
 
 
-def machine_info() -> dict:
+def _git(*args: str) -> str:
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False).stdout.strip()
-        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                                    capture_output=True, text=True, check=False).stdout.strip())
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=False).stdout.strip()
     except OSError:
-        commit, dirty = "", None
+        return ""
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), platform.machine())
+    except OSError:
+        return platform.processor() or platform.machine()
+
+
+def machine_info() -> dict:
+    """The run's stamp: call it once when a run STARTS and keep it with everything the run
+    writes (never re-stamp at save time: the code may have changed while it ran). ``dirty``:
+    uncommitted changes outside bench/results/ (results files are outputs, not code)."""
+    changed = [line for line in _git("status", "--porcelain").splitlines() if "bench/results/" not in line]
     return {
         "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
-        "commit": commit,
-        "dirty": dirty,
-        "cpu": platform.processor() or platform.machine(),
-        "cpu_count": torch.get_num_threads(),
+        "commit": _git("rev-parse", "--short", "HEAD"),
+        "dirty": bool(changed),
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
         "load_average": list(os.getloadavg()),

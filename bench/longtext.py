@@ -2,6 +2,13 @@
 long-document classification strategies (Hyperpartisan).
 
     PYTHONPATH=$PWD python bench/longtext.py [--part conll|hyperpartisan|all] [options]
+    PYTHONPATH=$PWD python bench/longtext.py --part conll_pipeline --weights bench/runs/<run>
+
+``conll_pipeline`` takes ONE trained softmax run and predicts whole CoNLL-2003 test documents
+four ways with those same weights: nerkit's sliding windows, nerkit truncated at 512 tokens,
+the HF token-classification pipeline with its own ``stride=`` chunking over the whole
+document (its strongest long-text setting, aggregation "first" for a first-sub-token model),
+and the pipeline truncating at 512. All are scored on the dataset's tokens by nerkit.evaluation.
 
 Each finished run is merged into bench/results/longtext.json (so parts can run separately, or
 in parallel with OMP_NUM_THREADS=1), and the whole table is printed as Markdown at the end.
@@ -16,14 +23,14 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import DictConfig, open_dict
 
+from bench.common import machine_info
 from nerkit.classifier import Classifier
 from nerkit.config import register_resolvers
-from nerkit.data.encoding import char_to_word_spans, AlignmentStats, TextEncoder
+from nerkit.data.encoding import AlignmentStats, TextEncoder, char_to_unit_spans, char_to_word_spans
 from nerkit.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,6 +68,7 @@ def beyond_first_window(cfg: DictConfig, split: str) -> dict:
 
 
 def run(name: str, overrides: list[str], args, tweak=None) -> dict:
+    stamp = machine_info()  # each entry of the merged results file keeps its own run's stamp
     cfg = config(overrides)
     if tweak:
         tweak(cfg)
@@ -70,7 +78,7 @@ def run(name: str, overrides: list[str], args, tweak=None) -> dict:
         metrics = json.loads((Path(out) / "metrics.json").read_text())
     metrics["wall_seconds"] = round(time.perf_counter() - started, 1)
     metrics["overrides"] = overrides
-    metrics["torch_threads"] = torch.get_num_threads()
+    metrics["stamp"] = stamp
     return metrics
 
 
@@ -101,6 +109,42 @@ def conll(args) -> None:
         tweak(probe)
         metrics["dev_coverage"] = beyond_first_window(probe, "dev")
         save(f"conll2003_docs/{mode}" + (f"-{args.conll_max_steps}steps" if args.conll_max_steps else ""), metrics)
+
+
+def conll_pipeline(args) -> None:
+    """The same trained weights on whole test documents: windows vs stride chunking vs truncation at 512."""
+    from transformers import pipeline
+
+    from bench.common import CONLL, hf_twin
+    from nerkit.data.readers import read_conll
+    from nerkit.evaluation import evaluate, score
+    from nerkit.model import NerModel
+    from nerkit.predict import Predictor
+
+    stamp = machine_info()
+    model, cfg = NerModel.load(args.weights, "cpu")
+    docs = read_conll(CONLL / "test.txt", documents=True, limit=args.conll_dev_docs)
+    runs = {
+        f"nerkit windows {cfg.max_length}/{args.stride}": lambda: evaluate(Predictor(model, cfg.max_length, args.stride), docs),
+        "nerkit truncated at 512": lambda: evaluate(Predictor(model, 512, args.stride, truncate=True), docs),
+    }
+    twin = hf_twin(model)
+    for name, extra in ((f"HF pipeline stride={args.pipeline_stride} (whole document)", {"stride": args.pipeline_stride}),
+                        ("HF pipeline truncated at 512", {})):
+        def run_pipeline(extra=extra):
+            pipe = pipeline("token-classification", model=twin, tokenizer=model.encoder.tokenizer, device="cpu",
+                            aggregation_strategy="first", **extra)
+            stats = AlignmentStats()
+            predicted = [char_to_unit_spans([s for s, _ in d.tokens], [e for _, e in d.tokens],
+                                            [(e["start"], e["end"], e["entity_group"]) for e in entities], stats)
+                         for d, entities in zip(docs, pipe([d.text for d in docs]))]
+            return score(docs, predicted, "BIO") | {"predicted_entities_widened_to_tokens": stats.widened}
+        runs[name] = run_pipeline
+    for name, evaluate_one in runs.items():
+        started = time.perf_counter()
+        metrics = evaluate_one()
+        save(f"conll2003_docs_same_weights/{name}", {"test": metrics, "seconds": round(time.perf_counter() - started, 1),
+                                                     "weights": str(args.weights), "stamp": stamp})
 
 
 def memoize_features() -> None:
@@ -147,7 +191,11 @@ def table() -> str:
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     rows = ["| run | dev | test | train windows/docs | wall s | notes |", "|---|---|---|---|---|---|"]
     for key, m in sorted(results.items()):
-        if key.startswith("conll"):
+        if key.startswith("conll2003_docs_same_weights/"):
+            lo, hi = m["test"]["ci95"]
+            rows.append(f"| {key} | - | F1 {m['test']['f1']:.4f} (CI95 {lo:.4f}-{hi:.4f}) | - | {m['seconds']} | "
+                        f"weights {Path(m['weights']).name}; {m['test']['scored_on']} |")
+        elif key.startswith("conll"):
             cov = m["dev_coverage"]
             note = (f"dev: {cov['gold_entities_beyond_first_window']}/{cov['gold_entities']} gold entities beyond "
                     f"the first window; {cov['multi_window_documents']}/{cov['documents']} docs need >1 window")
@@ -161,8 +209,10 @@ def table() -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--part", choices=["conll", "hyperpartisan", "all"], default="all")
+    parser.add_argument("--part", choices=["conll", "conll_pipeline", "hyperpartisan", "all"], default="all")
     parser.add_argument("--head", default="softmax")
+    parser.add_argument("--weights", type=Path, help="conll_pipeline: a trained softmax run directory")
+    parser.add_argument("--pipeline-stride", type=int, default=128, help="conll_pipeline: the HF pipeline's stride=")
     parser.add_argument("--stride", type=int, default=32)
     parser.add_argument("--conll-modes", nargs="+", default=["windows", "truncate"])
     parser.add_argument("--conll-max-length", type=int, default=128)
@@ -187,6 +237,10 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if args.part in ("conll", "all"):
         conll(args)
+    if args.part == "conll_pipeline":
+        if not args.weights:
+            parser.error("--part conll_pipeline needs --weights RUN_DIR")
+        conll_pipeline(args)
     if args.part in ("hyperpartisan", "all"):
         hyperpartisan(args)
     print(table())

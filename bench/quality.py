@@ -8,7 +8,8 @@ trained by the HF ``Trainer`` with first-sub-token labels, the way the HF token-
 example does it. Every system is scored on the same dev set with seqeval (strict, IOB2) over
 the original CoNLL tokens, on sentences and on whole ``-DOCSTART-`` documents (the baseline
 truncates documents at 512 tokens, as a standard pipeline does; nerkit slides windows).
-nerkit's own word-level evaluation (nerkit.evaluation) is reported beside it.
+nerkit's rows are scored by nerkit.evaluation, on the same tokens. Superseded for converged
+numbers by bench/conll2003_full.py; this one is a quick one-epoch check.
 
 Resume NER (Chinese, BiLSTM over a character vocabulary) has no offline HF baseline; nerkit only.
 """
@@ -23,7 +24,6 @@ from pathlib import Path
 
 import numpy as np
 from datasets import Dataset
-from seqeval.metrics import f1_score
 from transformers import (
     AutoModelForTokenClassification,
     AutoTokenizer,
@@ -47,10 +47,8 @@ from bench.common import (
     write_subset,
 )
 from nerkit.config import embedded_model_path
-from nerkit.data.batching import remove_overlaps
-from nerkit.data.encoding import AlignmentStats, char_to_word_spans, word_to_char_span
 from nerkit.data.readers import Document, read_conll
-from nerkit.data.schemes import get_scheme
+from nerkit.evaluation import evaluate
 from nerkit.predict import Predictor
 from nerkit.train import train
 
@@ -112,7 +110,7 @@ def hf_baseline(args: argparse.Namespace, train_docs: list[Document], eval_sets:
 
 def nerkit_system(overrides: list[str], eval_sets: dict[str, list[Document]], out: Path) -> dict:
     """Train with nerkit.train exactly as the CLI would (no dev pass during training: the one
-    epoch's model is scored here), then score on CoNLL tokens and with nerkit's own evaluation."""
+    epoch's model is scored here), then score with nerkit.evaluation on the CoNLL tokens."""
     cfg = compose_cfg(overrides)
     started = time.perf_counter()
     train(cfg, out)
@@ -120,43 +118,27 @@ def nerkit_system(overrides: list[str], eval_sets: dict[str, list[Document]], ou
               "train_seconds": time.perf_counter() - started, "overrides": overrides}
     predictor = Predictor.from_run(out, "cpu")
     for name, docs in eval_sets.items():
-        encodings = predictor.text_encoder.encode([d.text for d in docs])
-        word_spans = predictor.predict_encoded(encodings)
-        char_spans = [[(*word_to_char_span(enc, s, e), label) for s, e, label, _ in spans]
-                      for enc, spans in zip(encodings, word_spans)]
-        predicted = [spans_to_iob2(conll_tokens(d), spans) for d, spans in zip(docs, char_spans)]
-        result[name] = seqeval_strict(gold_tags(docs), predicted)
-        result[name]["nerkit_word_level_f1"] = word_level_f1(predictor, docs, encodings, word_spans)
+        result[name] = evaluate(predictor, docs)
     return result
 
 
-def word_level_f1(predictor: Predictor, docs: list[Document], encodings, word_spans) -> float:
-    """nerkit.evaluation's strict seqeval F1 on its own word units, from predictions already made."""
-    scheme, stats = get_scheme("BIOES"), AlignmentStats()
-    gold = [scheme.encode(remove_overlaps(char_to_word_spans(enc, d.spans, stats))[0], enc.n_words)
-            for d, enc in zip(docs, encodings)]
-    pred = [scheme.encode(remove_overlaps([(s, e, label) for s, e, label, _ in spans])[0], enc.n_words)
-            for enc, spans in zip(encodings, word_spans)]
-    return float(f1_score(gold, pred, mode="strict", scheme=scheme.seqeval_scheme, zero_division=0))
-
-
 def report(args: argparse.Namespace, train_docs: list[Document], eval_sets: dict[str, list[Document]],
-           systems: list[dict], resume: list[dict]) -> None:
-    """Write results/quality.{json,md} with what has been measured so far."""
+           systems: list[dict], resume: list[dict], stamp: dict) -> None:
+    """Write results/quality.{json,md} with what has been measured so far, under the run's start stamp."""
     baseline_f1 = next((s["sentences"]["f1"] for s in systems if s["system"] != "nerkit"), None)
     softmax_f1 = next((s["sentences"]["f1"] for s in systems if s["head"] == "SoftmaxHead"), None)
     goal = None
     if baseline_f1 is not None and softmax_f1 is not None:
         goal = {"softmax_minus_baseline_f1": softmax_f1 - baseline_f1, "within_0.3_f1_points": softmax_f1 - baseline_f1 >= -0.003}
-    results = {"machine": machine_info(), "settings": vars(args), "train_sentences": len(train_docs),
+    results = {"machine": stamp, "settings": vars(args), "train_sentences": len(train_docs),
                "dev_sentences": len(eval_sets["sentences"]), "dev_documents": len(eval_sets["documents"]),
                "conll2003": systems, "resume_ner": resume, "goal": goal}
 
     rows = [[s["system"], s["head"], s["sentences"]["precision"], s["sentences"]["recall"], s["sentences"]["f1"],
-             s["documents"]["f1"], s["sentences"].get("nerkit_word_level_f1", "-"), round(s["train_seconds"])] for s in systems]
+             s["documents"]["f1"], round(s["train_seconds"])] for s in systems]
     table = (f"CoNLL-2003 dev ({len(eval_sets['sentences'])} sentences / {len(eval_sets['documents'])} documents), "
              f"trained on {len(train_docs)} sentences, {args.epochs} epoch(s), MiniLM-L6, seqeval strict IOB2 on CoNLL tokens\n\n")
-    table += markdown_table(["system", "head", "P", "R", "F1", "F1 (whole documents)", "nerkit word-level F1", "train s"], rows)
+    table += markdown_table(["system", "head", "P", "R", "F1", "F1 (whole documents)", "train s"], rows)
     if goal:
         table += f"\n\nnerkit softmax - baseline: {100 * goal['softmax_minus_baseline_f1']:+.2f} F1 points (goal: >= -0.3)"
     if resume:
@@ -183,6 +165,7 @@ def main() -> None:
     parser.add_argument("--no-baseline", action="store_true")
     parser.add_argument("--name", default="quality", help="results file name: bench/results/<name>.json")
     args = parser.parse_args()
+    stamp = machine_info()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("nerkit").setLevel(logging.WARNING)
 
@@ -210,17 +193,17 @@ def main() -> None:
         resume.append({"head": head, "dev_f1": metrics["best_dev_f1"], "test_f1": metrics["test"]["f1"],
                        "test_precision": metrics["test"]["precision"], "test_recall": metrics["test"]["recall"],
                        "train_seconds": time.perf_counter() - started, "overrides": cfg})
-        report(args, train_docs, eval_sets, [], resume)
+        report(args, train_docs, eval_sets, [], resume, stamp)
 
     systems: list[dict] = []
     if not args.no_baseline:
         log.info("HF baseline")
         systems.append(hf_baseline(args, train_docs, eval_sets, tmp / "hf"))
-        report(args, train_docs, eval_sets, systems, resume)
+        report(args, train_docs, eval_sets, systems, resume, stamp)
     for head in args.heads:
         log.info("nerkit %s", head)
         systems.append(nerkit_system([*common, f"head={head}"], eval_sets, RUNS / f"conll_{head}"))
-        report(args, train_docs, eval_sets, systems, resume)
+        report(args, train_docs, eval_sets, systems, resume, stamp)
 
 
 if __name__ == "__main__":

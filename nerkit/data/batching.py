@@ -30,14 +30,19 @@ def window_dataset(
 ) -> Dataset:
     """One row per window: ``input_ids``, ``word_index`` and the gold ``spans`` inside it
     (word indices relative to the window; an entity cut by a window edge is clipped to it,
-    and appears whole in the neighbouring window thanks to the overlap)."""
+    and appears whole in the neighbouring window thanks to the overlap). Documents with
+    ``tokens`` are labelled on those tokens, others on the tokenizer's pre-tokenizer words."""
     label_ids = {label: i for i, label in enumerate(entity_types)}
     stats = AlignmentStats()
-    counts = {"overlapping entities dropped (flat head)": 0, "entities not whole in any window (cut by window edges or truncated)": 0}
+    counts = {"overlapping entities dropped (flat head)": 0, "entities not whole in any window (cut by window edges or truncated)": 0,
+              "dataset tokens without sub-tokens (trained as the unknown token)": 0}
 
     def to_windows(batch: dict) -> dict:
         rows: dict[str, list] = {"input_ids": [], "word_index": [], "spans": []}
-        for enc, spans in zip(encoder.encode(batch["text"]), batch["spans"]):
+        tokens = [[tuple(t) for t in toks] if tokenized else None for toks, tokenized in zip(batch["tokens"], batch["tokenized"])]
+        encodings = encoder.encode(batch["text"], tokens)
+        counts["dataset tokens without sub-tokens (trained as the unknown token)"] += sum(e.unk_tokens for e in encodings)
+        for enc, spans in zip(encodings, batch["spans"]):
             word_spans = char_to_word_spans(enc, [(x["start"], x["end"], x["label"]) for x in spans], stats)
             word_spans = [(s, e, label_ids[label]) for s, e, label in word_spans]
             if not nested:
@@ -61,6 +66,8 @@ def window_dataset(
     data = Dataset.from_dict({
         "text": [d.text for d in documents],
         "spans": [[{"start": s, "end": e, "label": label} for s, e, label in d.spans] for d in documents],
+        "tokens": [[list(t) for t in d.tokens or []] for d in documents],
+        "tokenized": [d.tokens is not None for d in documents],
     })
     windows = data.map(to_windows, batched=True, remove_columns=data.column_names, desc="windows", keep_in_memory=True)
     for what, n in [("entity spans widened to word boundaries", stats.widened),

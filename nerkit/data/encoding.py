@@ -1,9 +1,11 @@
-"""Raw text -> sub-word tokens, words and windows, using the fast tokenizer's offset mapping.
+"""Texts -> sub-word tokens, words and windows, using the fast tokenizer's offset mapping.
 
-A *word* is a pre-tokenizer unit of the tokenizer (whitespace/punctuation split for BERT
-WordPiece; every CJK character on its own). Labels live on words, carried by each word's
-first sub-token, so training data and raw text at prediction time are cut the same way, and
-every word knows its exact character span in the original string.
+A *word* is the unit the model labels, carried by its first sub-token, and knows its exact
+character span in the original string. For data that comes tokenized (``Document.tokens``:
+CoNLL columns) the words ARE the dataset's tokens, each tokenized on its own as HF run_ner
+does, so that the model learns and is scored on the units conlleval scores. For raw text the
+words are the tokenizer's pre-tokenizer units (whitespace/punctuation split for BERT
+WordPiece; every CJK character on its own).
 """
 from __future__ import annotations
 
@@ -24,6 +26,9 @@ class EncodedText:
     word_char_starts: list[int]
     word_char_ends: list[int]
     windows: list[Window]
+    # Dataset tokens for which the tokenizer produced no sub-token (e.g. a lone zero-width or
+    # control character): each is given the unknown token, so that it still has a label.
+    unk_tokens: int = 0
 
     @property
     def n_words(self) -> int:
@@ -62,7 +67,54 @@ class TextEncoder:
         self.truncate = truncate
         check_window_size(self.capacity, stride)
 
-    def encode(self, texts: Sequence[str]) -> list[EncodedText]:
+    def encode(self, texts: Sequence[str], tokens: Sequence[Sequence[tuple[int, int]] | None] | None = None
+               ) -> list[EncodedText]:
+        """Encode texts; where ``tokens[i]`` is given (character spans of the dataset's tokens),
+        text i's words are those tokens, else its pre-tokenizer words."""
+        tokens = tokens if tokens is not None else [None] * len(texts)
+        if len(tokens) != len(texts):
+            raise ValueError(f"got {len(tokens)} token lists for {len(texts)} texts")
+        out: list[EncodedText | None] = [None] * len(texts)
+        raw = [i for i, t in enumerate(tokens) if t is None]
+        for i, enc in zip(raw, self._encode_raw([texts[i] for i in raw])):
+            out[i] = enc
+        split = [i for i, t in enumerate(tokens) if t is not None]
+        for i, enc in zip(split, self._encode_tokens([texts[i] for i in split], [tokens[i] for i in split])):
+            out[i] = enc
+        return out
+
+    def _finish(self, token_ids: list[int], token_starts: list[int], char_starts: list[int], char_ends: list[int],
+                unk_tokens: int = 0) -> EncodedText:
+        windows = plan_windows(token_starts, len(token_ids), self.capacity, self.stride)
+        if self.truncate:
+            windows = windows[:1]
+        return EncodedText(token_ids, token_starts, char_starts, char_ends, windows, unk_tokens)
+
+    def _encode_tokens(self, texts: Sequence[str], tokens: Sequence[Sequence[tuple[int, int]]]) -> list[EncodedText]:
+        """Pre-split input: each dataset token is tokenized on its own, its first sub-token
+        carries its label (HF run_ner's ``is_split_into_words`` + ``word_ids``)."""
+        words = [[text[s:e] for s, e in spans] for text, spans in zip(texts, tokens)]
+        nonempty = [i for i, w in enumerate(words) if w]
+        batch = self.tokenizer([words[i] for i in nonempty], is_split_into_words=True, add_special_tokens=False,
+                               return_attention_mask=False, verbose=False) if nonempty else None
+        out = [self._finish([], [], [], []) for _ in texts]
+        for row, i in enumerate(nonempty):
+            ids = batch["input_ids"][row]
+            pieces: list[list[int]] = [[] for _ in words[i]]
+            for t, w in enumerate(batch.word_ids(row)):
+                pieces[w].append(ids[t])
+            token_ids, token_starts, unk = [], [], 0
+            for p in pieces:
+                if not p:  # the tokenizer dropped this token entirely: keep it as [UNK]
+                    p, unk = [self.tokenizer.unk_token_id], unk + 1
+                token_starts.append(len(token_ids))
+                token_ids += p
+            out[i] = self._finish(token_ids, token_starts, [s for s, _ in tokens[i]], [e for _, e in tokens[i]], unk)
+        return out
+
+    def _encode_raw(self, texts: Sequence[str]) -> list[EncodedText]:
+        if not texts:
+            return []
         # verbose=False: texts longer than the model are expected here (they get windows), so
         # the tokenizer's "sequence too long" warning would be a false alarm.
         batch = self.tokenizer(
@@ -82,10 +134,7 @@ class TextEncoder:
                     previous = word
                 else:
                     char_ends[-1] = offsets[t][1]
-            windows = plan_windows(token_starts, len(token_ids), self.capacity, self.stride)
-            if self.truncate:
-                windows = windows[:1]
-            out.append(EncodedText(token_ids, token_starts, char_starts, char_ends, windows))
+            out.append(self._finish(token_ids, token_starts, char_starts, char_ends))
         return out
 
     def window_input(self, enc: EncodedText, win: Window) -> tuple[list[int], list[int]]:
@@ -96,19 +145,26 @@ class TextEncoder:
         return input_ids, word_index
 
 
-def char_to_word_spans(enc: EncodedText, spans: Sequence[Span], stats: AlignmentStats) -> list[Span]:
-    """Character spans -> word spans ``(first_word, end_word, label)``."""
+def char_to_unit_spans(unit_starts: Sequence[int], unit_ends: Sequence[int], spans: Sequence[Span],
+                       stats: AlignmentStats) -> list[Span]:
+    """Character spans -> spans over ordered units (words, dataset tokens) given by their
+    character starts and ends: ``(first_unit, end_unit, label)``, widened to whole units."""
     out = []
     for start, end, label in spans:
-        first = bisect_right(enc.word_char_ends, start)  # first word ending after `start`
-        last = bisect_left(enc.word_char_starts, end) - 1  # last word starting before `end`
+        first = bisect_right(unit_ends, start)  # first unit ending after `start`
+        last = bisect_left(unit_starts, end) - 1  # last unit starting before `end`
         if first > last:
             stats.lost += 1
             continue
-        if enc.word_char_starts[first] != start or enc.word_char_ends[last] != end:
+        if unit_starts[first] != start or unit_ends[last] != end:
             stats.widened += 1
         out.append(Span(first, last + 1, label))
     return out
+
+
+def char_to_word_spans(enc: EncodedText, spans: Sequence[Span], stats: AlignmentStats) -> list[Span]:
+    """Character spans -> word spans ``(first_word, end_word, label)``."""
+    return char_to_unit_spans(enc.word_char_starts, enc.word_char_ends, spans, stats)
 
 
 def word_to_char_span(enc: EncodedText, start: int, end: int) -> tuple[int, int]:

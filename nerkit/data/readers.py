@@ -114,7 +114,7 @@ def read_conll(
     tag_scheme = get_scheme(scheme)
     stats = ReadStats()
     docs: list[Document] = []
-    doc_sentences: list[tuple[str, list[Span]]] = []
+    doc_sentences: list[tuple[str, list[Span], list[tuple[int, int]]]] = []
     tokens: list[str] = []
     tags: list[str] = []
     n_columns: int | None = None
@@ -134,7 +134,8 @@ def read_conll(
             starts.append(pos)
             pos += len(tok) + len(token_separator)
         spans = [Span(starts[s], starts[e - 1] + len(tokens[e - 1]), lab) for s, e, lab in word_spans]
-        doc_sentences.append((token_separator.join(tokens), spans))
+        token_spans = [(start, start + len(tok)) for start, tok in zip(starts, tokens)]
+        doc_sentences.append((token_separator.join(tokens), spans, token_spans))
         tokens.clear()
         tags.clear()
 
@@ -143,15 +144,16 @@ def read_conll(
             stats.empty_documents += doc_open
             return
         if documents:
-            text, spans, offset = "", [], 0
-            for sent, sent_spans in doc_sentences:
+            text, spans, token_spans, offset = "", [], [], 0
+            for sent, sent_spans, sent_tokens in doc_sentences:
                 spans += [Span(s + offset, e + offset, lab) for s, e, lab in sent_spans]
+                token_spans += [(s + offset, e + offset) for s, e in sent_tokens]
                 text += sent + "\n"
                 offset = len(text)
-            docs.append(Document(f"{Path(path).name}:{doc_line}", text.rstrip("\n"), spans))
+            docs.append(Document(f"{Path(path).name}:{doc_line}", text.rstrip("\n"), spans, tokens=token_spans))
         else:
-            for i, (sent, spans) in enumerate(doc_sentences):
-                docs.append(Document(f"{Path(path).name}:{doc_line}:{i}", sent, spans))
+            for i, (sent, spans, token_spans) in enumerate(doc_sentences):
+                docs.append(Document(f"{Path(path).name}:{doc_line}:{i}", sent, spans, tokens=token_spans))
         doc_sentences.clear()
 
     lines = _read_lines(path)

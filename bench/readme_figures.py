@@ -1,0 +1,69 @@
+"""Regenerate the README's figure blocks from the benchmark results files.
+
+    python -m bench.readme_figures          # rewrite the blocks in README.md
+    python -m bench.readme_figures --check  # exit 1 (and show the difference) if README.md is stale
+
+A block is ``<!-- figures:NAME -->`` ... ``<!-- /figures -->``; its body is rebuilt from
+bench/results/NAME.json by the table function of the benchmark that wrote it, or, for a
+benchmark without one, is bench/results/NAME.md (the table that benchmark wrote with its json).
+"""
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Callable
+
+from bench.common import RESULTS, ROOT
+
+BLOCK = re.compile(r"(<!-- figures:(?P<name>[\w.-]+) -->\n)(?P<body>.*?)(<!-- /figures -->)", re.DOTALL)
+
+
+def _conll2003_full(results: dict) -> str:
+    from bench.conll2003_full import table
+
+    return table(results)
+
+
+TABLES: dict[str, Callable[[dict], str]] = {"conll2003_full": _conll2003_full}
+
+
+def figure(name: str, results_dir: Path) -> str:
+    """The body of block ``name``, from the results files."""
+    if name in TABLES and (results_dir / f"{name}.json").exists():
+        return TABLES[name](json.loads((results_dir / f"{name}.json").read_text(encoding="utf-8")))
+    table = results_dir / f"{name}.md"
+    if not table.exists():
+        raise FileNotFoundError(f"README block 'figures:{name}' has no results file {results_dir / name}.json or .md")
+    return table.read_text(encoding="utf-8").strip()
+
+
+def regenerate(readme: str, results_dir: Path) -> str:
+    return BLOCK.sub(lambda m: f"{m.group(1)}{figure(m.group('name'), results_dir)}\n{m.group(4)}", readme)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--check", action="store_true", help="do not write; exit 1 if README differs")
+    parser.add_argument("--readme", type=Path, default=ROOT / "README.md")
+    parser.add_argument("--results", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    current = args.readme.read_text(encoding="utf-8")
+    fresh = regenerate(current, args.results)
+    if fresh == current:
+        return 0
+    if args.check:
+        sys.stdout.writelines(difflib.unified_diff(current.splitlines(True), fresh.splitlines(True),
+                                                   str(args.readme), "regenerated"))
+        print(f"\n{args.readme}: figure blocks are stale; run python -m bench.readme_figures", file=sys.stderr)
+        return 1
+    args.readme.write_text(fresh, encoding="utf-8")
+    print(f"updated {args.readme}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,121 @@
+"""Do label units and batch order change F1? A short, one-seed investigation on CoNLL-2003.
+
+    python -m bench.units_batching [--train-sentences 2000] [--epochs 2]
+
+Four arms, identical except for:
+- units: the model labels the dataset's tokens (``Document.tokens``) or the tokenizer's
+  pre-tokenizer words (tokens dropped, as nerkit did before: "1996-08-22" is five words);
+- batches: length-grouped (nerkit's default) or uniformly random (the HF Trainer's default).
+Every arm is scored the same way on the whole test set: predictions -> character spans ->
+dataset tokens (a word-level entity is widened to the tokens it touches), seqeval strict IOB2.
+Writes bench/results/units_batching.{json,md}.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import time
+
+import numpy as np
+import torch
+from omegaconf import open_dict
+
+import nerkit.train
+from bench.common import CONLL, RUNS, compose_cfg, machine_info, markdown_table, save_results
+from nerkit.data.encoding import AlignmentStats, char_to_unit_spans, word_to_char_span
+from nerkit.data.readers import Document, read_conll
+from nerkit.evaluation import score
+from nerkit.predict import Predictor
+
+log = logging.getLogger("bench.units_batching")
+
+
+def without_tokens(documents: list[Document]) -> list[Document]:
+    """The same documents, labelled on pre-tokenizer words instead of dataset tokens."""
+    return [dataclasses.replace(d, tokens=None) for d in documents]
+
+
+def random_batches(lengths, batch_size: int, seed: int) -> list[list[int]]:
+    """Uniformly shuffled batches, whatever their lengths (what the HF Trainer does)."""
+    order = np.random.default_rng(seed).permutation(len(lengths))
+    return [[int(i) for i in order[b : b + batch_size]] for b in range(0, len(order), batch_size)]
+
+
+def padding_fraction(lengths, batches) -> float:
+    real = sum(lengths[i] for b in batches for i in b)
+    padded = sum(len(b) * max(lengths[i] for i in b) for b in batches)
+    return 1 - real / padded
+
+
+def score_on_tokens(predictor: Predictor, test: list[Document], units: str) -> dict:
+    """Predict on the arm's units, map entities to character spans, then to dataset tokens."""
+    given = test if units == "tokens" else without_tokens(test)
+    encodings = predictor.text_encoder.encode([d.text for d in given], [d.tokens for d in given])
+    stats = AlignmentStats()
+    predicted = []
+    for doc, enc, spans in zip(test, encodings, predictor.predict_encoded(encodings)):
+        chars = [(*word_to_char_span(enc, s, e), label) for s, e, label, _ in spans]
+        predicted.append(char_to_unit_spans([s for s, _ in doc.tokens], [e for _, e in doc.tokens], chars, stats))
+    return score(test, predicted, "BIO") | {"predicted_entities_widened_to_tokens": stats.widened}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--train-sentences", type=int, default=2000)
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--test-sentences", type=int, default=None, help="smoke test only: first N test sentences")
+    parser.add_argument("--name", default="units_batching", help="results file: bench/results/<name>.json")
+    parser.add_argument("--arms", default="tokens/grouped,words/grouped,tokens/random,words/random")
+    args = parser.parse_args()
+    stamp = machine_info()
+    torch.set_num_threads(args.threads)
+    os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("nerkit").setLevel(logging.WARNING)
+    test = read_conll(CONLL / "test.txt", limit=args.test_sentences)
+    grouped = nerkit.train.length_grouped_batches
+    results = {"machine": stamp, "settings": vars(args), "arms": []}
+    for arm in args.arms.split(","):
+        units, batches = arm.split("/")
+        cfg = compose_cfg(["encoder=bert", "head=softmax", "data=conll2003", f"data.root={CONLL}", "data.dev=null",
+                           "data.test=null", f"seed={args.seed}", f"trainer.epochs={args.epochs}", f"trainer.lr={args.lr}",
+                           "trainer.device=cpu", "trainer.keep_checkpoints=0", f"+data.train.limit={args.train_sentences}"])
+        if units == "words":
+            with open_dict(cfg):
+                cfg.data.train = {"_target_": "bench.units_batching.without_tokens", "documents": cfg.data.train}
+        seen: list[float] = []
+
+        def batcher(lengths, batch_size, seed, choose=random_batches if batches == "random" else grouped):
+            out = choose(lengths, batch_size, seed)
+            seen.append(padding_fraction(lengths, out))
+            return out
+
+        nerkit.train.length_grouped_batches = batcher
+        out = RUNS / f"units_batching_{units}_{batches}"
+        started = time.perf_counter()
+        try:
+            nerkit.train.train(cfg, out)
+        finally:
+            nerkit.train.length_grouped_batches = grouped
+        train_s = time.perf_counter() - started
+        metrics = score_on_tokens(Predictor.from_run(out, "cpu"), test, units)
+        results["arms"].append({"units": units, "batches": batches, "test_f1": metrics["f1"], "test_ci95": metrics["ci95"],
+                                "test_precision": metrics["precision"], "test_recall": metrics["recall"],
+                                "padding_fraction": float(np.mean(seen)), "train_s": round(train_s),
+                                "predicted_entities_widened_to_tokens": metrics["predicted_entities_widened_to_tokens"]})
+        rows = [[a["units"], a["batches"], f"{100 * a['test_f1']:.2f}",
+                 f"{100 * a['test_ci95'][0]:.2f}-{100 * a['test_ci95'][1]:.2f}", f"{a['padding_fraction']:.1%}",
+                 a["predicted_entities_widened_to_tokens"], a["train_s"]] for a in results["arms"]]
+        table = (f"CoNLL-2003 test ({metrics['scored_units']} tokens, seqeval strict IOB2 on dataset tokens); MiniLM + softmax, "
+                 f"first {args.train_sentences} train sentences, {args.epochs} epochs, lr {args.lr}, seed {args.seed}\n\n"
+                 + markdown_table(["units", "batches", "test F1", "CI95", "padding", "widened predictions", "train s"], rows))
+        save_results(args.name, results, table)
+
+
+if __name__ == "__main__":
+    main()
