@@ -131,10 +131,12 @@ class Engine:
             return float("nan")  # rank 0 evaluated: it has the dev metric and writes the results
 
         results["stopped_early"] = stop
-        if task.has_split("test"):
-            with autocast(self.device, self.precision):
-                results["test"] = task.evaluate(task.load(self.output_dir), "test")
-            log.info("test %s %.4f", task.metric, results["test"][task.metric])
+        best = task.load(self.output_dir)
+        with autocast(self.device, self.precision):
+            if task.has_split("test"):
+                results["test"] = task.evaluate(best, "test")
+                log.info("test %s %.4f", task.metric, results["test"][task.metric])
+            results.update(task.report(best, self.output_dir))
         runlog.finish(state, results, finished=True)
         return state.best_metric
 

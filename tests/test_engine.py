@@ -174,3 +174,17 @@ def test_a_task_is_named_by_its_config(tiny_bert_dir, toy_conll, tmp_path):
     cfg.task._target_ = "nerkit.model.NerModel"
     with pytest.raises(ConfigError, match=r"task._target_='nerkit.model.NerModel': allowed here is a subclass of nerkit.tasks.base.Task"):
         train(cfg, tmp_path / "run")
+
+
+@pytest.mark.parametrize("switch", [True, False])
+def test_training_writes_the_dev_error_report_of_the_best_model(tiny_bert_dir, toy_conll, tmp_path, switch):
+    run = tmp_path / "run"
+    train(ner_cfg(tiny_bert_dir, toy_conll, "trainer.max_steps=2", f"report_errors={switch}"), run)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert ((run / "errors.html").exists(), (run / "errors.json").exists()) == (switch, switch)
+    assert ("error_report" in metrics) == switch
+    if switch:
+        report = json.loads((run / "errors.json").read_text())
+        assert report["documents"] == len(TOY_SENTENCES)  # the dev split, every document
+        gold = sum(len([t for _, t in sentence if t.startswith("B-")]) for sentence in TOY_SENTENCES)
+        assert report["scores"]["overall"]["gold"] == gold == 9

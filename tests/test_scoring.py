@@ -17,7 +17,7 @@ from nerkit.evaluation import bootstrap_f1_ci, evaluate, score
 from nerkit.model import NerModel
 from nerkit.predict import Predictor
 
-from tests.conftest import make_cfg
+from tests.helpers import make_cfg
 
 TAGS = ["O", "O", "O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG"]
 # Tokens the pre-tokenizer would split ("1996-08-22", "U.S.") or drop entirely (zero-width space).

@@ -73,6 +73,11 @@ class Task(ABC):
     def load(self, run_dir: Path) -> nn.Module:
         """The model a run directory holds (the best one, for the final test score)."""
 
+    def report(self, best: nn.Module, run_dir: Path) -> dict:
+        """Reports on the best model written into the run directory after training; what goes
+        into metrics.json about them. None by default."""
+        return {}
+
     def summary(self) -> dict:
         """Facts about the run for metrics.json (sizes of data and model)."""
         return {"parameters": sum(p.numel() for p in self.model.parameters()),

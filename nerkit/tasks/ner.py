@@ -12,6 +12,7 @@ from torch import nn
 
 from nerkit.data import batching
 from nerkit.data.readers import Document
+from nerkit.error_report import write_error_report
 from nerkit.evaluation import evaluate
 from nerkit.model import NerModel
 from nerkit.predict import Predictor
@@ -72,7 +73,16 @@ class NerTask(Task):
         predictor = self.predictor if model is self.model else Predictor(
             model, self.cfg.max_length, self.cfg.stride, self.cfg.trainer.eval_batch_size, self.device,
             self.cfg.get("truncate", False), precision=self.predictor.precision)
-        return evaluate(predictor, self.splits[split])
+        # Scored in the data's own tag scheme when the reader names one (CoNLL files: IOB2 / BIOES).
+        return evaluate(predictor, self.splits[split], scheme=self.cfg.data[split].get("scheme"))
+
+    def report(self, best: nn.Module, run_dir: Path) -> dict:
+        """The dev set's error analysis (errors.html / errors.json), when ``report_errors`` is on."""
+        if not (self.cfg.get("report_errors", False) and self.has_split("dev")):
+            return {}
+        predictor = Predictor(best, self.cfg.max_length, self.cfg.stride, self.cfg.trainer.eval_batch_size, self.device,
+                              self.cfg.get("truncate", False), precision=self.predictor.precision)
+        return {"error_report": str(write_error_report(predictor, self.splits["dev"], run_dir, "dev"))}
 
     def load(self, run_dir: Path) -> nn.Module:
         # The run's own encoder: trusted exactly as far as this training config trusted it.
