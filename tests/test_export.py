@@ -96,7 +96,7 @@ def test_onnx_prediction_never_imports_torch(exported, tmp_path):
     result = json.loads(subprocess.run([sys.executable, "-c", script], env=env, check=True, capture_output=True,
                                        text=True).stdout.splitlines()[-1])
     assert result["torch"] is False
-    expected = Predictor.from_run(exported, "cpu", batch_size=3).predict(TEXTS)
+    expected = Predictor.from_run(exported, "cpu", batch_size=3, precision="fp32").predict(TEXTS)
     assert [[tuple(e) for e in d] for d in result["entities"]] == entity_tuples(expected)
     assert result["types"] == ["LOC", "ORG", "PER"] and result["head"] in ("SoftmaxHead", "CRFHead", "GlobalPointerHead")
 
@@ -140,7 +140,7 @@ def test_hf_pipeline_gives_the_same_entities(tiny_bert_dir, tmp_path):
     assert list(config["id2label"].values()) == ["O", "B-LOC", "I-LOC", "B-ORG", "I-ORG", "B-PER", "I-PER"]
     ner = pipeline("token-classification", model=str(tmp_path / "hf"), aggregation_strategy="first", device="cpu")
     got = [[(e["start"], e["end"], e["entity_group"]) for e in doc] for doc in ner(HF_TEXTS)]
-    expected = [[(e.start, e.end, e.label) for e in doc] for doc in Predictor.from_run(run_dir, "cpu").predict(HF_TEXTS)]
+    expected = [[(e.start, e.end, e.label) for e in doc] for doc in Predictor.from_run(run_dir, "cpu", precision="fp32").predict(HF_TEXTS)]
     assert sum(map(len, expected)) >= 5
     assert got == expected
 

@@ -163,10 +163,10 @@ def test_argument_errors_are_explained(tmp_path, run_dir, capsys):
         main([f"run_dir={run_dir}", "input=a", "output=b", "format=xml"])
     with pytest.raises(SystemExit, match="bad argument: .*bf61"):
         main([f"run_dir={run_dir}", "input=a", "output=b", "precision=bf61"])
-    with pytest.raises(ValueError, match="fp16 needs a GPU"):
-        main([f"run_dir={run_dir}", "input=a", "output=b", "precision=fp16", "device=cpu"])
     source = tmp_path / "in.txt"
     source.write_text("x\n")
+    with pytest.raises(ValueError, match="fp16 needs a GPU"):  # paths are checked first: these exist
+        main([f"run_dir={run_dir}", f"input={source}", f"output={tmp_path / 'out.jsonl'}", "precision=fp16", "device=cpu"])
     with pytest.raises(ValueError, match="overwrite the input"):
         predict_file(None, PredictConfig(run_dir="x", input=str(source), output=str(source), format=Format.text))
     with pytest.raises(FileNotFoundError, match="missing.txt: input file not found"):
