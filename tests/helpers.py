@@ -1,6 +1,13 @@
 """Helpers the tests import (``from tests.helpers import ...``); fixtures live in conftest.py."""
 from __future__ import annotations
 
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -51,3 +58,36 @@ def shared_data(relative: str) -> Path:
     if not path.exists():
         pytest.fail(f"{path} is missing: this test needs the shared datasets (see ../shared/data/README.md)")
     return path
+
+
+@contextlib.contextmanager
+def serving(app):
+    """Serve ``app`` on a free port of 127.0.0.1 in a background thread; yield its URL."""
+    import uvicorn  # the serve extra
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        sock.close()
+
+
+def multirun(tmp: Path, *overrides: str, timeout: int = 400) -> tuple[subprocess.CompletedProcess, Path]:
+    """``python -m nerkit.train -m`` on the toy data for 2 steps, its sweep directory under ``tmp``."""
+    data = write_conll(tmp / "toy.conll", TOY_SENTENCES)
+    sweep_dir = tmp / "multirun"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "nerkit.train", "-m", f"data.train.path={data}", f"data.dev.path={data}",
+               "trainer.max_steps=2", f"hydra.sweep.dir={sweep_dir}", *overrides]
+    done = subprocess.run(command, check=False, cwd=tmp, env=env, capture_output=True, text=True, timeout=timeout)
+    return done, sweep_dir

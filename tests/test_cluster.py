@@ -22,20 +22,11 @@ from omegaconf import DictConfig, OmegaConf
 from safetensors.torch import load_file
 from transformers import BertConfig
 
-from tests.helpers import CONF_DIR, TOY_SENTENCES, write_conll
+from tests.helpers import CONF_DIR, TOY_SENTENCES, multirun, write_conll
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def multirun(tmp: Path, *overrides: str) -> tuple[subprocess.CompletedProcess, Path]:
-    """``python -m nerkit.train -m`` on the toy data for 2 steps, its sweep directory under ``tmp``."""
-    data = write_conll(tmp / "toy.conll", TOY_SENTENCES)
-    sweep_dir = tmp / "multirun"
-    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "nerkit.train", "-m", f"data.train.path={data}", f"data.dev.path={data}",
-               "trainer.max_steps=2", f"hydra.sweep.dir={sweep_dir}", *overrides]
-    done = subprocess.run(command, check=False, cwd=tmp, env=env, capture_output=True, text=True, timeout=400)
-    return done, sweep_dir
 
 
 def assert_two_jobs_trained_and_one_failed(done: subprocess.CompletedProcess, sweep_dir: Path) -> None:

@@ -7,16 +7,11 @@ from __future__ import annotations
 
 import re
 import shutil
-import socket
-import threading
-import time
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
-from tests.helpers import TOY_SENTENCES, save_tiny_run, write_conll
-from starlette.responses import JSONResponse
+from tests.helpers import TOY_SENTENCES, save_tiny_run, serving, write_conll
 
 from nerkit.data.readers import read_conll
 from nerkit.error_report import write_error_report
@@ -56,28 +51,9 @@ def predictor(tiny_bert_dir, tmp_path_factory) -> Predictor:
 
 @pytest.fixture(scope="module")
 def url(predictor):
-    """The app on a free port of 127.0.0.1, behind a bearer token as a deployment would put it."""
-    app = create_app(predictor, LIMITS)
-
-    @app.middleware("http")
-    async def require_token(request, call_next):
-        if request.url.path == "/predict" and request.headers.get("authorization") != f"Bearer {TOKEN}":
-            return JSONResponse({"detail": "missing or wrong bearer token"}, status_code=401)
-        return await call_next(request)
-
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    server.should_exit = True
-    thread.join(timeout=30)
-    sock.close()
+    """The app on a free port of 127.0.0.1, behind the server's own bearer token (auth_token)."""
+    with serving(create_app(predictor, LIMITS, auth_token=TOKEN)) as address:
+        yield address
 
 
 def submit(browser, url: str, text: str, token: str) -> str:
@@ -107,7 +83,7 @@ def test_demo_page_is_one_self_contained_file(url):
     assert re.search(r"""\b(src|href)\s*=|@import|url\(|https?://""", page) is None
     policy = response.headers["content-security-policy"]
     assert "default-src 'none'" in policy and "connect-src 'self'" in policy
-    assert httpx.post(url + "/predict", json={"texts": ["Berlin"]}).status_code == 401  # the test's token guard
+    assert httpx.post(url + "/predict", json={"texts": ["Berlin"]}).status_code == 401  # the server's token guard
 
 
 # Each entity element's label, offsets and own text (without its label tag).
@@ -157,7 +133,7 @@ def test_page_shows_the_servers_errors(browser, url):
     assert "over" in browser.find_element(By.ID, "counter").get_attribute("class")
 
     status = submit(browser, url, "John lives in Berlin", token="")
-    assert status == "Error 401: Not authorised: fill in the server's bearer token.\nmissing or wrong bearer token"
+    assert status == "Error 401: Not authorised: fill in the server's bearer token.\nmissing or wrong token: send the header 'Authorization: Bearer <token>'"
     assert browser.execute_script(MARKS_JS) == []
 
 

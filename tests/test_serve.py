@@ -1,10 +1,8 @@
 """The HTTP service, run as a real uvicorn server on 127.0.0.1."""
 from __future__ import annotations
 
-import contextlib
 import logging
 import random
-import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -12,8 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
-from tests.helpers import save_tiny_run
+from tests.helpers import save_tiny_run, serving
 
 from nerkit import serve
 from nerkit.predict import Predictor
@@ -28,24 +25,6 @@ def predictor(tiny_bert_dir, tmp_path_factory) -> Predictor:
     return Predictor.from_run(save_tiny_run(tiny_bert_dir, tmp_path_factory.mktemp("run")), "cpu")
 
 
-@contextlib.contextmanager
-def serving(app):
-    """Serve ``app`` on a free port of 127.0.0.1 in a background thread; yield its URL."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
-        sock.close()
 
 
 @pytest.fixture(scope="module")

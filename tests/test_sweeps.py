@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from tests.helpers import CONF_DIR, TOY_SENTENCES, write_conll
+from tests.helpers import CONF_DIR, multirun
 from nerkit.data.readers import read_conll
 from nerkit.predict import Predictor
 from nerkit.report import build_report, collect
@@ -22,15 +19,6 @@ from nerkit.report import build_report, collect
 REPO = Path(__file__).resolve().parents[1]
 
 
-def multirun(tmp: Path, *overrides: str) -> tuple[subprocess.CompletedProcess, Path]:
-    """``python -m nerkit.train -m`` on the toy data, with its sweep directory under ``tmp``."""
-    data = write_conll(tmp / "toy.conll", TOY_SENTENCES)
-    sweep_dir = tmp / "multirun"
-    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "nerkit.train", "-m", f"data.train.path={data}", f"data.dev.path={data}",
-               "trainer.max_steps=2", f"hydra.sweep.dir={sweep_dir}", *overrides]
-    done = subprocess.run(command, check=False, cwd=tmp, env=env, capture_output=True, text=True, timeout=300)
-    return done, sweep_dir
 
 
 @pytest.fixture(scope="module")
