@@ -54,7 +54,7 @@ def recipe(args: argparse.Namespace) -> dict:
         "encoder": "all-MiniLM-L6-v2 (embedded, 22M parameters)",
         "epochs": args.epochs, "encoder_lr": args.lr, "batch_size": args.batch_size, "warmup_ratio": 0.1,
         "schedule": "linear decay", "weight_decay": 0.01, "max_grad_norm": 1.0, "max_length": args.max_length,
-        "stride": 32, "precision": "fp32", "seed": args.seed, "model_selection": "best dev F1 over epochs",
+        "stride": 32, "precision": args.precision, "seed": args.seed, "model_selection": "best dev F1 over epochs",
         "head_lr": "heads trained from scratch use their conf/head lr (CRF, GlobalPointer: 1e-3); softmax and the "
                    "HF classifier use the encoder lr",
         "bilstm": f"BiLSTM encoder (word vocabulary from train, 128-d embeddings, 256 hidden) + CRF head, "
@@ -73,7 +73,8 @@ def nerkit_row(name: str, args: argparse.Namespace) -> dict:
         overrides = ["encoder=bert", f"head={name}", f"trainer.epochs={args.epochs}", f"trainer.lr={args.lr}"]
     overrides += ["data=conll2003", f"data.root={CONLL}", f"seed={args.seed}", f"max_length={args.max_length}",
                   f"trainer.batch_size={args.batch_size}", "trainer.warmup_ratio=0.1", "trainer.device=cpu",
-                  "trainer.keep_checkpoints=0", *limits(args)]
+                  f"trainer.precision={args.precision}", "trainer.keep_checkpoints=0", "report_errors=false",
+                  *limits(args)]
     out = RUNS / f"conll2003_full_{name}"
     train(compose_cfg(overrides), out)
     metrics = json.loads((out / "metrics.json").read_text())
@@ -148,7 +149,7 @@ def baseline_row(args: argparse.Namespace, train_docs: list[Document], dev: list
         weight_decay=0.01, max_grad_norm=1.0,
         lr_scheduler_type="linear", seed=args.seed, report_to="none", eval_strategy="epoch", save_strategy="epoch",
         save_total_limit=1, load_best_model_at_end=True, metric_for_best_model="f1", greater_is_better=True,
-        logging_strategy="no", use_cpu=True, disable_tqdm=True)
+        logging_strategy="no", use_cpu=True, disable_tqdm=True, bf16=args.precision == "bf16")
     trainer = Trainer(model=model, args=training_args, train_dataset=encode(train_docs, args.max_length)[0],
                       eval_dataset=dev_set, data_collator=DataCollatorForTokenClassification(tokenizer),
                       compute_metrics=compute_metrics)
@@ -230,6 +231,8 @@ def main() -> None:
     parser.add_argument("--bilstm-epochs", type=int, default=10)
     parser.add_argument("--bilstm-lr", type=float, default=2e-3)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 on a shared machine)")
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default="bf16",
+                        help="every row alike: nerkit's trainer.precision, the Trainer's bf16 flag (autocast both)")
     parser.add_argument("--train-sentences", type=int, default=None, help="smoke test only: first N train sentences")
     parser.add_argument("--eval-sentences", type=int, default=None, help="smoke test only: first N dev/test sentences")
     parser.add_argument("--out", type=Path, default=RESULTS / "conll2003_full.json")
