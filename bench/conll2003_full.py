@@ -157,6 +157,7 @@ def baseline_row(args: argparse.Namespace, train_docs: list[Document], dev: list
     trainer.train()
     train_s = time.perf_counter() - started
     test_set, test_owners = encode(test, 512)
+    trainer.compute_metrics = None  # it scores the dev set; the test predictions are scored below
     spans, missing = token_spans(trainer.predict(test_set).predictions, test, test_owners)
     metrics = score(test, spans, "BIO")
     dev_history = [h["eval_f1"] for h in trainer.state.log_history if "eval_f1" in h]
