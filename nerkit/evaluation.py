@@ -128,6 +128,16 @@ def _prf(tp: int, n_pred: int, n_gold: int) -> dict:
             "f1": float(2 * tp / (n_pred + n_gold)) if n_pred + n_gold else 0.0}
 
 
+def bootstrap_mean_ci(values: Sequence[float], resamples: int = 1000, seed: int = 0, level: float = 0.95) -> list[float]:
+    """Percentile bootstrap interval of a mean over documents (e.g. accuracy: 1 per correct document)."""
+    values = np.asarray(values, dtype=np.float64)
+    if len(values) == 0:
+        return [0.0, 0.0]
+    means = values[np.random.default_rng(seed).integers(0, len(values), size=(resamples, len(values)))].mean(axis=1)
+    lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
+    return [float(lo), float(hi)]
+
+
 def bootstrap_f1_ci(per_doc: Sequence[tuple[int, int, int]], resamples: int = 1000, seed: int = 0,
                     level: float = 0.95) -> list[float]:
     """Percentile bootstrap interval of micro F1, resampling documents with replacement.

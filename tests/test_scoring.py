@@ -114,3 +114,16 @@ def test_bootstrap_interval_is_seeded_and_narrows_with_more_documents():
     large = bootstrap_f1_ci(docs, seed=1)
     assert large[1] - large[0] < small[1] - small[0]
     assert bootstrap_f1_ci([(2, 2, 2)] * 50) == [1.0, 1.0]
+
+
+def test_classification_accuracy_carries_a_seeded_bootstrap_interval():
+    from nerkit.data.readers import Document
+    from nerkit.tasks.classify import accuracy
+
+    docs = [Document(str(i), "text", label="pos" if i % 3 else "neg") for i in range(300)]
+    predicted = [("pos", 0.9)] * 300  # right on the 200 "pos" documents
+    result = accuracy(predicted, docs, ["neg", "pos"])
+    lo, hi = result["ci95"]
+    assert result["accuracy"] == 200 / 300 and lo < 200 / 300 < hi
+    assert 0.04 < hi - lo < 0.15  # about ±1.96 * sqrt(p(1-p)/n) = ±0.053
+    assert accuracy(predicted, docs, ["neg", "pos"])["ci95"] == [lo, hi]  # seeded: the same interval again

@@ -12,6 +12,7 @@ from torch import nn
 
 from nerkit.classifier import Classifier, DocClassifier, batch_tensors
 from nerkit.data.readers import Document
+from nerkit.evaluation import bootstrap_mean_ci
 from nerkit.tasks.base import Batch, Task, read_splits
 
 log = logging.getLogger(__name__)
@@ -25,8 +26,9 @@ def accuracy(predicted: Sequence[tuple[str, float]], documents: Sequence[Documen
         n_gold = sum(d.label == label for d in documents)
         prec, rec = (tp / n_pred if n_pred else 0.0), (tp / n_gold if n_gold else 0.0)
         per_label[label] = {"precision": prec, "recall": rec, "f1": 2 * prec * rec / (prec + rec) if prec + rec else 0.0}
-    correct = sum(p == d.label for (p, _), d in zip(predicted, documents))
-    return {"accuracy": correct / len(documents), "macro_f1": sum(v["f1"] for v in per_label.values()) / len(labels),
+    correct = [float(p == d.label) for (p, _), d in zip(predicted, documents)]
+    return {"accuracy": sum(correct) / len(documents), "ci95": bootstrap_mean_ci(correct),
+            "macro_f1": sum(v["f1"] for v in per_label.values()) / len(labels),
             "per_label": per_label, "documents": len(documents)}
 
 
