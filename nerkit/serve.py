@@ -17,7 +17,7 @@ waiting for the previous one then gets 503, one still predicting 504, and a requ
 client went away stops too, at its next batch.
 
 ``auth_token=...`` (or the environment variable NERKIT_AUTH_TOKEN, which keeps it out of the
-process list) makes every path but ``/health`` require ``Authorization: Bearer <token>`` (401).
+process list) makes every path but ``/health`` and the demo page require ``Authorization: Bearer <token>`` (401).
 
 Options: backend=torch|onnx device=cpu|cuda precision=auto|fp32|bf16|fp16 batch_size=64 threads=N
 max_docs=64 max_chars=100000 max_bytes=4000000 request_timeout=60 auth_token=... trust_remote_code=false
@@ -128,15 +128,19 @@ class BodySizeLimit:
         await JSONResponse({"detail": detail}, status_code=413)(scope, receive, send)
 
 
+OPEN_PATHS = ("/health", "/")  # what answers without the bearer token
+
+
 class BearerAuth:
-    """ASGI middleware: every path but /health needs ``Authorization: Bearer <token>`` (401 otherwise)."""
+    """ASGI middleware: every path but /health and the demo page needs ``Authorization: Bearer <token>``
+    (401 otherwise). The page holds no data: it sends the token, typed in, with its own requests."""
 
     def __init__(self, app, token: str):
         self.app = app
         self.expected = f"Bearer {token}".encode()
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope["path"] == "/health":
+        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
             return await self.app(scope, receive, send)
         given = dict(scope["headers"]).get(b"authorization", b"")
         if not hmac.compare_digest(given, self.expected):
@@ -191,7 +195,7 @@ def demo_page() -> str:
 
 def create_app(predictor: Predictor, limits: Limits | None = None, info: dict | None = None,
                auth_token: str | None = None):
-    """The FastAPI app around one loaded predictor; ``auth_token`` guards all but /health."""
+    """The FastAPI app around one loaded predictor; ``auth_token`` guards all but /health and the demo page."""
     limits = limits or Limits()
     text = Annotated[str, StringConstraints(max_length=limits.max_chars)]
     request_model = create_model(
