@@ -190,6 +190,19 @@ def save(path: Path, results: dict, previous: list[dict]) -> None:
     print(table_text, flush=True)
 
 
+def merge(path: Path, other: Path) -> None:
+    """Add the rows of another run of this script (e.g. run side by side with ``--out``) to the
+    results file at ``path``, under that run's own stamp; rows ``path`` already has are kept."""
+    results, extra = json.loads(path.read_text()), json.loads(other.read_text())
+    if extra["recipe"] != results["recipe"]:
+        raise SystemExit(f"{other}: another recipe than {path}'s; rows of different recipes are not merged")
+    done = {r["key"] for r in results["rows"]}
+    run = {k: extra[k] for k in ("commit", "dirty", "machine", "started", "train_sentences", "recipe")}
+    run["rows"] = [r for r in extra["rows"] if r["key"] not in done]
+    others = [r for r in results.get("other_runs", []) if r["started"] != run["started"]]
+    save(path, results, [*others, run])
+
+
 def table(results: dict) -> str:
     """The Markdown table of all rows (this run's and earlier runs', each with its stamp) and the goals."""
     runs = [results, *results.get("other_runs", [])]
@@ -237,7 +250,10 @@ def main() -> None:
     parser.add_argument("--train-sentences", type=int, default=None, help="smoke test only: first N train sentences")
     parser.add_argument("--eval-sentences", type=int, default=None, help="smoke test only: first N dev/test sentences")
     parser.add_argument("--out", type=Path, default=RESULTS / "conll2003_full.json")
+    parser.add_argument("--merge", type=Path, help="add the rows of this results file (another run) to --out and stop")
     args = parser.parse_args()
+    if args.merge:
+        return merge(args.out, args.merge)
     rows = args.rows.split(",")
     if unknown := set(rows) - set(ROWS):
         parser.error(f"unknown rows {sorted(unknown)}; choose from {ROWS}")
