@@ -22,7 +22,7 @@ from transformers import PreTrainedTokenizerFast
 
 from nerkit.data.encoding import EncodedText, Entity, TextEncoder, to_entities
 from nerkit.data.schemes import get_scheme
-from nerkit.data.windowing import Window, WindowTable
+from nerkit.data.windowing import Window, WindowTable, budget_batches
 
 ONNX_FILE = "model.onnx"
 INPUTS = ("input_ids", "attention_mask", "word_index", "word_mask")
@@ -115,17 +115,6 @@ class OnnxPredictor:
         encodings = self.text_encoder.encode(texts)
         return [to_entities(text, enc, spans) for text, enc, spans in zip(texts, encodings, self.predict_encoded(encodings))]
 
-    def _batches(self, lengths: Sequence[int]) -> list[list[int]]:
-        """Windows in ascending length, cut into batches of at most ``batch_size`` windows and
-        ``max_batch_tokens`` padded tokens (the torch Predictor's rule)."""
-        batches: list[list[int]] = []
-        for j in sorted(range(len(lengths)), key=lengths.__getitem__):
-            if batches and len(batches[-1]) < self.batch_size and (len(batches[-1]) + 1) * lengths[j] <= self.max_batch_tokens:
-                batches[-1].append(j)
-            else:
-                batches.append([j])
-        return batches
-
     def scores(self, *arrays: np.ndarray) -> np.ndarray:
         """Window scores for one padded batch (the server wraps this to stop between batches)."""
         return self.session.run(None, dict(zip(INPUTS, arrays)))[0]
@@ -135,7 +124,7 @@ class OnnxPredictor:
         jobs = [(d, k) for d, enc in enumerate(encodings) for k in range(len(enc.windows))]
         inputs = [self.text_encoder.window_input(encodings[d], encodings[d].windows[k]) for d, k in jobs]
         window_scores: list = [None] * len(jobs)
-        for batch in self._batches([len(ids) for ids, _ in inputs]):
+        for batch in budget_batches([len(ids) for ids, _ in inputs], self.batch_size, self.max_batch_tokens):
             width, words = max(len(inputs[j][0]) for j in batch), max(len(inputs[j][1]) for j in batch)
             arrays = (np.full((len(batch), width), self.pad_id, np.int64), np.zeros((len(batch), width), np.int64),
                       np.zeros((len(batch), words), np.int64), np.zeros((len(batch), words), bool))

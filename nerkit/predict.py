@@ -8,12 +8,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 import torch
 
 from nerkit.data.batching import pad
 from nerkit.data.encoding import EncodedText, Entity, TextEncoder, to_entities
-from nerkit.data.windowing import WindowTable
+from nerkit.data.windowing import WindowTable, budget_batches
 from nerkit.heads.base import ScoredSpan
 from nerkit.model import NerModel
 from nerkit.precision import autocast, check_precision
@@ -71,17 +70,6 @@ class Predictor:
         with autocast(self.device, self.precision):
             return self.model(input_ids, attention_mask, word_index, word_mask)
 
-    def _token_batches(self, lengths: Sequence[int], order: Sequence[int]) -> list[list[int]]:
-        """Cut ``order`` (ascending ``lengths``) into batches of at most ``batch_size`` windows and
-        ``max_batch_tokens`` padded tokens (a window longer than the budget runs alone)."""
-        batches: list[list[int]] = []
-        for j, length in zip(order, lengths):
-            if batches and len(batches[-1]) < self.batch_size and (len(batches[-1]) + 1) * length <= self.max_batch_tokens:
-                batches[-1].append(j)
-            else:
-                batches.append([j])
-        return batches
-
     def window_batch(self, encodings: Sequence[EncodedText], table: WindowTable,
                      rows: Sequence[int]) -> tuple[torch.Tensor, ...]:
         """Padded model inputs (ids, attention mask, word index, word mask) for windows ``rows``."""
@@ -103,9 +91,8 @@ class Predictor:
         self.model.eval()  # dropout off, also when evaluating in the middle of training
         table = WindowTable.of([enc.windows for enc in encodings])
         lengths = table.token_end - table.token_start + len(self.text_encoder.prefix_ids) + len(self.text_encoder.suffix_ids)
-        order = np.argsort(lengths, kind="stable")
         outputs: list = [None] * len(lengths)
-        for batch in self._token_batches(lengths[order].tolist(), order.tolist()):
+        for batch in budget_batches(lengths.tolist(), self.batch_size, self.max_batch_tokens):
             tensors = self.window_batch(encodings, table, batch)
             for j, out in zip(batch, self.model.head.window_outputs(self.scores(*tensors), tensors[3])):
                 outputs[j] = out

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-from tests.helpers import TOY_SENTENCES, save_tiny_run, serving, write_conll
 
 from nerkit.data.readers import read_conll
 from nerkit.error_report import write_error_report
 from nerkit.predict import Predictor
 from nerkit.serve import Limits, create_app
+from tests.helpers import TOY_SENTENCES, save_tiny_run, serving, write_conll
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
 LIMITS = Limits(max_docs=4, max_chars=400, max_bytes=3000)

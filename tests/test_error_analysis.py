@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-from tests.helpers import TOY_SENTENCES, save_tiny_run, write_conll
 
 from nerkit.data.encoding import EncodedText
 from nerkit.data.readers import read_conll
@@ -15,6 +14,7 @@ from nerkit.error_analysis import NONE, SpanError, classify_errors, confusion, e
 from nerkit.error_report import highlight, write_error_report
 from nerkit.predict import Predictor
 from nerkit.report import main as report_main
+from tests.helpers import TOY_SENTENCES, save_tiny_run, write_conll
 
 
 def kinds(errors: list[SpanError]) -> list[str]:

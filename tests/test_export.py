@@ -13,14 +13,13 @@ import pytest
 import torch
 from transformers import AutoModel, pipeline
 
-from tests.helpers import make_cfg, save_tiny_run
-
 from nerkit.export import export_hf, export_onnx
 from nerkit.export import main as export_main
 from nerkit.model import NerModel
 from nerkit.onnx_predict import OnnxPredictor
 from nerkit.predict import Predictor
 from nerkit.predict_cli import main as predict_main
+from tests.helpers import make_cfg, save_tiny_run
 
 ROOT = Path(__file__).resolve().parents[1]
 

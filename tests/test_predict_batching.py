@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import torch
-from tests.helpers import make_cfg
 
+from nerkit.data.windowing import budget_batches
 from nerkit.model import NerModel
 from nerkit.predict import Predictor
+from tests.helpers import make_cfg
 
 
 def make_predictor(tiny_bert_dir, batch_size: int, max_batch_tokens: int | None = None) -> Predictor:
@@ -15,14 +16,15 @@ def make_predictor(tiny_bert_dir, batch_size: int, max_batch_tokens: int | None 
                      max_batch_tokens=max_batch_tokens)
 
 
-def test_batches_stay_within_both_limits_and_keep_the_length_order(tiny_bert_dir):
-    predictor = make_predictor(tiny_bert_dir, batch_size=3, max_batch_tokens=32)
-    lengths = [3, 3, 4, 5, 8, 9, 16, 16, 40]
-    batches = predictor._token_batches(lengths, list(range(len(lengths))))
-    assert [j for batch in batches for j in batch] == list(range(len(lengths)))
+def test_batches_stay_within_both_limits_and_keep_the_length_order():
+    lengths = [16, 3, 40, 5, 8, 9, 3, 16, 4]
+    batches = budget_batches(lengths, batch_size=3, max_tokens=32)
+    order = [j for batch in batches for j in batch]
+    assert sorted(order) == list(range(len(lengths)))
+    assert [lengths[j] for j in order] == sorted(lengths) and order[:2] == [1, 6]  # ascending, stable on ties
     assert all(len(batch) <= 3 for batch in batches)
     assert all(len(batch) * max(lengths[j] for j in batch) <= 32 for batch in batches[:-1])
-    assert batches == [[0, 1, 2], [3, 4, 5], [6, 7], [8]]  # a window over the budget runs alone
+    assert [[lengths[j] for j in batch] for batch in batches] == [[3, 3, 4], [5, 8, 9], [16, 16], [40]]  # 40 runs alone
 
 
 def test_predictions_do_not_depend_on_the_batch_budget(tiny_bert_dir):

@@ -8,10 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from tests.helpers import save_tiny_run
 
 from nerkit.predict import Predictor
 from nerkit.predict_cli import Format, PredictConfig, main, predict_file
+from tests.helpers import save_tiny_run
 
 ROOT = Path(__file__).resolve().parents[1]
 TEXTS = [

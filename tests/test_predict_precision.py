@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tests.helpers import make_cfg
 
 from nerkit.model import NerModel
 from nerkit.precision import default_precision
 from nerkit.predict import Predictor
+from tests.helpers import make_cfg
 
 TEXTS = [
     "John Smith lives in Berlin and works for Siemens .",

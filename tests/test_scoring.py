@@ -16,7 +16,6 @@ from nerkit.data.schemes import get_scheme
 from nerkit.evaluation import bootstrap_f1_ci, evaluate, score
 from nerkit.model import NerModel
 from nerkit.predict import Predictor
-
 from tests.helpers import make_cfg
 
 TAGS = ["O", "O", "O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG"]

@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 import yaml
-from tests.helpers import CONF_DIR, make_cfg, save_tiny_run
 from omegaconf import OmegaConf
 
 from nerkit.predict import Predictor
 from nerkit.predict_cli import main as predict_main
 from nerkit.runs import CONFIG, ENCODER_DIR, UnsafeRunError, target_problem
 from nerkit.validation import ConfigError, validate_config
+from tests.helpers import CONF_DIR, make_cfg, save_tiny_run
 
 VICTIM_TEXT = "the original content\n"
 

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from tests.helpers import save_tiny_run, serving
 
 from nerkit import serve
 from nerkit.predict import Predictor
 from nerkit.serve import Limits, create_app, main
+from tests.helpers import save_tiny_run, serving
 
 WORDS = "John Smith Maria Siemens Berlin Paris lives works for in hired yesterday and the . ,".split()
 LIMITS = Limits(max_docs=4, max_chars=400, max_bytes=3000)

@@ -11,10 +11,10 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from tests.helpers import CONF_DIR, multirun
 from nerkit.data.readers import read_conll
 from nerkit.predict import Predictor
 from nerkit.report import build_report, collect
+from tests.helpers import CONF_DIR, multirun
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -105,3 +105,16 @@ class WindowTable(NamedTuple):
                 best_k, best_context = k, context
             k -= 1
         return best_k
+
+
+def budget_batches(lengths: Sequence[int], batch_size: int, max_tokens: int) -> list[list[int]]:
+    """Indices of ``lengths`` in ascending length (stable), cut into batches of at most
+    ``batch_size`` windows and ``max_tokens`` padded tokens (a window over the budget runs alone).
+    Both predictors (PyTorch and ONNX) batch windows this way."""
+    batches: list[list[int]] = []
+    for j in np.argsort(np.asarray(lengths), kind="stable").tolist():
+        if batches and len(batches[-1]) < batch_size and (len(batches[-1]) + 1) * lengths[j] <= max_tokens:
+            batches[-1].append(j)
+        else:
+            batches.append([j])
+    return batches
