@@ -62,7 +62,7 @@ def model_card(cfg: DictConfig, labels: Sequence[str], metrics: dict | None = No
         lines += ["from nerkit.predict import Predictor", "", "predictor = Predictor.from_run(\"RUN_DIR\")",
                   "predictor.predict([\"John Smith lives in Berlin.\"])  # entities with character offsets"]
     else:
-        lines += ["from nerkit.classification import Classifier", "", "Classifier.from_run(\"RUN_DIR\").predict([\"Some text\"])"]
+        lines += ["from nerkit.classifier import Classifier", "", "Classifier.from_run(\"RUN_DIR\").predict([\"Some text\"])"]
     lines += ["```", ""]
     if task == "ner":
         lines += ["Files of documents: `python -m nerkit.predict run_dir=RUN_DIR input=in.txt output=out.jsonl`.", ""]

@@ -13,6 +13,8 @@ from datasets import ClassLabel, Dataset, DatasetDict, DatasetInfo, Features, Li
 
 from nerkit.data.hf import read_hf
 from nerkit.data.readers import DataError, read_conll
+from nerkit.model_card import model_card
+from tests.helpers import make_cfg
 
 CONLL = Path(__file__).resolve().parents[1] / "../shared/data/ner/conll2003"
 ROOT = Path(__file__).resolve().parents[1]
@@ -138,3 +140,13 @@ def test_train_cli_on_a_saved_dataset(tiny_bert_dir, tmp_path):
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["train_windows"] == 40 and metrics["history"][0]["step"] == 2 and metrics["test"]["gold_entities"] > 0
     assert "Dev (seqeval strict" in (run / "README.md").read_text()
+
+
+@pytest.mark.parametrize("task", ["ner", "classify"])
+def test_model_card_code_imports_what_it_names(task, tiny_bert_dir):
+    card = model_card(make_cfg([f"encoder.pretrained={tiny_bert_dir}", f"task={task}"]), ["A", "B"])
+    code = card.split("```python\n", 1)[1].split("```", 1)[0]
+    imports = [line for line in code.splitlines() if line.startswith(("from ", "import "))]
+    assert imports
+    for line in imports:
+        exec(line, {})  # an ImportError here means users copy a card that does not run
