@@ -52,7 +52,7 @@ def setup_logging() -> None:
 
 def load_predictor(run_dir: str | Path, backend: Backend = Backend.torch, device: str | None = None,
                    batch_size: int = 64, threads: int | None = None, trust_remote_code: bool = False,
-                   precision: str = "auto") -> Predictor:
+                   precision: str = "auto", compile: bool = False) -> Predictor:
     if Backend(backend) is Backend.onnx:
         from nerkit.onnx_predict import OnnxPredictor  # lazy: onnxruntime is an extra
 
@@ -60,6 +60,8 @@ def load_predictor(run_dir: str | Path, backend: Backend = Backend.torch, device
             raise ValueError("trust_remote_code=true works with backend=torch only")
         if PrecisionChoice(precision) not in (PrecisionChoice.auto, PrecisionChoice.fp32):
             raise ValueError(f"precision={precision}: the ONNX backend runs the exported fp32 graph; use backend=torch")
+        if compile:
+            raise ValueError("compile=true works with backend=torch only (ONNX Runtime optimizes its graph itself)")
         return OnnxPredictor.from_run(run_dir, batch_size=batch_size, threads=threads)
     import torch
 
@@ -67,4 +69,4 @@ def load_predictor(run_dir: str | Path, backend: Backend = Backend.torch, device
 
     if threads:
         torch.set_num_threads(threads)
-    return Predictor.from_run(run_dir, device, batch_size, trust_remote_code, PrecisionChoice(precision).value)
+    return Predictor.from_run(run_dir, device, batch_size, trust_remote_code, PrecisionChoice(precision).value, compile)

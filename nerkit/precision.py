@@ -51,6 +51,11 @@ def default_precision(device: torch.device | str) -> str:
     return "bf16" if device.type == "cpu" and cpu_has_bf16() else "fp32"
 
 
+def dtype_of(precision: str) -> torch.dtype:
+    """The torch dtype of a checked precision."""
+    return _DTYPES.get(precision, torch.float32)
+
+
 def autocast(device: torch.device | str, precision: str) -> contextlib.AbstractContextManager:
     """The autocast context for ``precision`` on ``device`` (a no-op for fp32)."""
     if precision == "fp32":

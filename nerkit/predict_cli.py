@@ -16,11 +16,13 @@ directory runs as code; ``trust_remote_code=true`` lets its encoder run its own 
 (from ``encoder/``), for a run directory you trust.
 
 Options: format=auto|text|jsonl backend=torch|onnx device=cpu|cuda precision=auto|fp32|bf16|fp16
-batch_size=64 threads=N chunk_docs=1000 chunk_chars=1000000 progress=true trust_remote_code=false
+compile=false batch_size=64 threads=N chunk_docs=1000 chunk_chars=1000000 progress=true trust_remote_code=false
 
-``precision`` (torch backend): ``auto`` runs the model under bf16 autocast where the hardware has
-bf16 units (CPUs with AVX-512 BF16 or AMX, recent GPUs), else fp32; ``fp16`` needs a GPU. The
-ONNX backend always runs the exported fp32 graph.
+``precision`` (torch backend): ``auto`` runs the model in bf16 (bf16 encoder weights, autocast)
+where the hardware has bf16 units (CPUs with AVX-512 BF16 or AMX, recent GPUs), else fp32;
+``fp16`` needs a GPU. The ONNX backend always runs the exported fp32 graph. ``compile=true``
+(torch backend) compiles the encoder with ``torch.compile`` at load: tens of seconds once,
+worth it for large inputs and servers (bench/README.md has the figures).
 """
 from __future__ import annotations
 
@@ -60,6 +62,7 @@ class PredictConfig:
     backend: Backend = Backend.torch
     device: Optional[str] = None  # default: cuda if available (torch backend)
     precision: PrecisionChoice = PrecisionChoice.auto  # torch backend
+    compile: bool = False  # torch backend: torch.compile the encoder at load
     batch_size: int = 64
     threads: Optional[int] = None  # CPU threads for the model (default: the runtime's own choice)
     chunk_docs: int = 1000
@@ -177,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = parse_args(PredictConfig, sys.argv[1:] if argv is None else argv, __doc__)
     check_paths(Path(cfg.input), Path(cfg.output))
     predictor = load_predictor(cfg.run_dir, cfg.backend, cfg.device, cfg.batch_size, cfg.threads,
-                               cfg.trust_remote_code, cfg.precision)
+                               cfg.trust_remote_code, cfg.precision, cfg.compile)
     stats = predict_file(predictor, cfg)
     log.info("%s: %d documents, %d entities; %d bad lines skipped, %d blank lines",
              cfg.output, stats.documents, stats.entities, stats.bad_lines, stats.blank_lines)

@@ -19,9 +19,9 @@ client went away stops too, at its next batch.
 ``auth_token=...`` (or the environment variable NERKIT_AUTH_TOKEN, which keeps it out of the
 process list) makes every path but ``/health`` and the demo page require ``Authorization: Bearer <token>`` (401).
 
-Options: backend=torch|onnx device=cpu|cuda precision=auto|fp32|bf16|fp16 batch_size=64 threads=N
+Options: backend=torch|onnx device=cpu|cuda precision=auto|fp32|bf16|fp16 compile=false batch_size=64 threads=N
 max_docs=64 max_chars=100000 max_bytes=4000000 request_timeout=60 auth_token=... trust_remote_code=false
-log_level=info (precision as in ``nerkit.predict``)
+log_level=info (precision and compile as in ``nerkit.predict``)
 """
 # No `from __future__ import annotations`: FastAPI reads the request model from the annotations
 # of endpoints defined inside create_app.
@@ -70,6 +70,7 @@ class ServeConfig(Limits):
     backend: Backend = Backend.torch
     device: Optional[str] = None
     precision: PrecisionChoice = PrecisionChoice.auto  # torch backend
+    compile: bool = False  # torch backend: torch.compile the encoder at load
     batch_size: int = 64
     threads: Optional[int] = None
     log_level: str = "info"
@@ -291,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
         log.warning("serving on %s without a token: anyone who can reach it may use it; set NERKIT_AUTH_TOKEN "
                     "(or auth_token=...)", cfg.host)
     predictor = load_predictor(cfg.run_dir, cfg.backend, cfg.device, cfg.batch_size, cfg.threads,
-                               cfg.trust_remote_code, cfg.precision)
+                               cfg.trust_remote_code, cfg.precision, cfg.compile)
     limits = Limits(cfg.max_docs, cfg.max_chars, cfg.max_bytes, cfg.request_timeout)
     app = create_app(predictor, limits, {"backend": cfg.backend.value, "head": predictor.head_name,
                                          "precision": predictor.precision}, token)
