@@ -1,9 +1,11 @@
 """Where predict time goes: tokenise / model / the rest (window inputs, padding, decoding, offsets).
 
-    python -m bench.profile_predict [--run-dir bench/runs/speed_model] [--limit 1000] [--precision bf16] [--cprofile]
+    python -m bench.profile_predict [--run-dir bench/runs/speed_model] [--limit 1000] [--cprofile]
 
-Times ``Predictor.predict`` on CoNLL-2003 test sentences as raw text, split by wrapping the
-tokeniser call and the model call with timers; ``--cprofile`` prints the top functions by own time.
+Times ``Predictor.predict`` (loaded with ``Predictor.from_run``) on CoNLL-2003 test sentences as
+raw text at fp32, bf16 and bf16 with the compiled encoder, split by wrapping the tokeniser call
+and the model call with timers; writes bench/results/profile_predict.json and .md.
+``--cprofile`` prints the top functions of one bf16 call by own time.
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from bench.common import CONLL, RUNS
+from bench.common import CONLL, RUNS, machine_info, markdown_table, save_results
 from nerkit.data.readers import read_conll
 from nerkit.predict import Predictor
 
@@ -56,21 +58,39 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run-dir", type=Path, default=RUNS / "speed_model")
     parser.add_argument("--limit", type=int, default=1000)
-    parser.add_argument("--precision", default="bf16")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--cprofile", action="store_true")
     args = parser.parse_args()
-    predictor = Predictor.from_run(args.run_dir, "cpu", precision=args.precision)
+    torch.set_num_threads(args.threads)
+    results = {"machine": machine_info(), "settings": {k: str(v) for k, v in vars(args).items()}, "rows": {}}
     texts = [d.text for d in read_conll(CONLL / "test.txt")][: args.limit]
-    predictor.predict(texts[:64])  # warm up (oneDNN primitive caches)
-    split = split_times(predictor, texts, args.rounds)
-    tokens = sum(len(ids) for ids in predictor.text_encoder.tokenizer(texts, add_special_tokens=False)["input_ids"])
-    print(f"{len(texts)} texts, {tokens} tokens, precision {args.precision}, {torch.get_num_threads()} threads")
-    print(" | ".join(f"{k} {v:.3f} s" for k, v in split.items()), f"| {tokens / split['total']:.0f} tokens/s")
-    if args.cprofile:
-        profile = cProfile.Profile()
-        profile.runcall(predictor.predict, texts)
-        pstats.Stats(profile).sort_stats("tottime").print_stats(25)
+    for name, precision, compile in (("fp32", "fp32", False), ("bf16", "bf16", False), ("bf16 compiled", "bf16", True)):
+        predictor = Predictor.from_run(args.run_dir, "cpu", precision=precision, compile=compile)
+        predictor.predict(texts)  # warm up (oneDNN primitive caches; compiled shapes)
+        split = split_times(predictor, texts, args.rounds)
+        results["rows"][name] = {**split, "real_tokens_per_s": real_tokens(predictor, texts) / split["total"]}
+        if args.cprofile and name == "bf16":
+            profile = cProfile.Profile()
+            profile.runcall(predictor.predict, texts)
+            pstats.Stats(profile).sort_stats("tottime").print_stats(25)
+    save_results("profile_predict", results, table(results))
+
+
+def real_tokens(predictor: Predictor, texts: list[str]) -> int:
+    """The model's input tokens of every window, special tokens included, padding not (as bench.speed)."""
+    specials = len(predictor.text_encoder.prefix_ids) + len(predictor.text_encoder.suffix_ids)
+    return sum(w.token_end - w.token_start + specials for enc in predictor.text_encoder.encode(texts) for w in enc.windows)
+
+
+def table(results: dict) -> str:
+    m = results["machine"]
+    rows = [[name, *(f"{r[k]:.3f}" for k in ("total", "tokenise", "model", "rest")), f"{r['model'] / r['total']:.0%}",
+             f"{r['real_tokens_per_s']:.0f}"] for name, r in results["rows"].items()]
+    return (f"Predict time split on {results['settings']['limit']} CoNLL-2003 test sentences, median of "
+            f"{results['settings']['rounds']} calls, {m['torch_threads']} threads; commit {m['commit']}"
+            f"{' (dirty)' if m['dirty'] else ''}, {m['date']}, load average {m['load_average'][0]:.1f}\n\n"
+            + markdown_table(["precision", "total s", "tokenise s", "model s", "rest s", "model share", "real tokens/s"], rows))
 
 
 if __name__ == "__main__":

@@ -161,7 +161,8 @@ def onnx_systems(run_dir: Path, args: argparse.Namespace, workdir: Path) -> dict
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    from nerkit.export import WEIGHTS_HASH, OnnxPredictor, export_onnx
+    from nerkit.export import export_onnx
+    from nerkit.onnx_predict import WEIGHTS_HASH, OnnxPredictor
 
     fp32_path = export_onnx(run_dir, workdir / "model.onnx")
     int8_path = workdir / "model_int8.onnx"
