@@ -213,6 +213,26 @@ def _iter_json_objects(path: str | Path):
         yield line, obj
 
 
+def _span_documents(path: str | Path, object_spans, expected: str) -> list[Document]:
+    """Documents of a JSON file whose objects ``object_spans(line, obj)`` turns into spans (None:
+    the object has no entity key); the loop, id and warnings every span format shares."""
+    docs: list[Document] = []
+    stats = ReadStats()
+    unkeyed: list[tuple[int, list[str]]] = []
+    for line, obj in _iter_json_objects(path):
+        spans = object_spans(line, obj)
+        if spans is None:
+            unkeyed.append((line, sorted(obj)))
+            spans = []
+        if not obj["text"].strip():
+            stats.empty_documents += 1
+            continue
+        docs.append(Document(str(obj.get("id", f"{Path(path).name}:{line}")), obj["text"], sorted(set(spans))))
+    _report_missing_entities(path, unkeyed, docs, expected)
+    stats.log(path)
+    return docs
+
+
 @limitable
 def read_json_spans(path: str | Path) -> list[Document]:
     """Read character-span JSON: CLUENER style or nerkit's own entity lists.
@@ -223,12 +243,9 @@ def read_json_spans(path: str | Path) -> list[Document]:
     entities); a span out of range or whose surface does not match the text is an error. An
     object with neither entity key reads as a document without entities, with a warning.
     """
-    docs: list[Document] = []
-    stats = ReadStats()
-    unkeyed: list[tuple[int, list[str]]] = []
-    for line, obj in _iter_json_objects(path):
+
+    def object_spans(line: int, obj: dict) -> list[Span] | None:
         text = obj["text"]
-        spans: list[Span] = []
         if "label" in obj:
             if not isinstance(obj["label"], dict):
                 hint = " (a doccano export? read it with read_doccano: data=doccano)" if isinstance(obj["label"], list) else ""
@@ -240,25 +257,19 @@ def read_json_spans(path: str | Path) -> list[Document]:
             except (AttributeError, TypeError, ValueError):
                 problem = "'label' must map type -> surface -> [[start, end_inclusive], ...]"
                 raise DataError(path, line, problem) from None
-            for label, surface, start, end_inclusive in found:
-                end = end_inclusive + 1 if _is_offset(end_inclusive) else end_inclusive
-                spans.append(_checked_span(path, line, text, start, end, label, surface))
-        elif "entities" in obj:
+            return [_checked_span(path, line, text, start, end_inclusive + 1 if _is_offset(end_inclusive) else end_inclusive,
+                                  label, surface) for label, surface, start, end_inclusive in found]
+        if "entities" in obj:
             if not isinstance(obj["entities"], list):
                 raise DataError(path, line, f"'entities' must be a list, found {obj['entities']!r}")
             for ent in obj["entities"]:
                 if not isinstance(ent, dict) or not {"start", "end", "label"} <= ent.keys():
                     raise DataError(path, line, f"an entity needs 'start', 'end' and 'label', got {ent!r}")
-                spans.append(_checked_span(path, line, text, ent["start"], ent["end"], ent["label"], ent.get("text")))
-        else:
-            unkeyed.append((line, sorted(obj)))
-        if not text.strip():
-            stats.empty_documents += 1
-            continue
-        docs.append(Document(str(obj.get("id", f"{Path(path).name}:{line}")), text, sorted(set(spans))))
-    _report_missing_entities(path, unkeyed, docs, "'entities' (or CLUENER's 'label')")
-    stats.log(path)
-    return docs
+            return [_checked_span(path, line, text, ent["start"], ent["end"], ent["label"], ent.get("text"))
+                    for ent in obj["entities"]]
+        return None
+
+    return _span_documents(path, object_spans, "'entities' (or CLUENER's 'label')")
 
 
 @limitable
@@ -266,11 +277,8 @@ def read_doccano(path: str | Path) -> list[Document]:
     """Read a doccano sequence-labelling export (JSON Lines), end offsets exclusive:
     ``{"id": ..., "text": ..., "label": [[start, end, type], ...]}``, or, from newer doccano
     versions, ``"entities": [{"start_offset": ..., "end_offset": ..., "label": ...}]``."""
-    docs: list[Document] = []
-    stats = ReadStats()
-    unkeyed: list[tuple[int, list[str]]] = []
-    for line, obj in _iter_json_objects(path):
-        text = obj["text"]
+
+    def object_spans(line: int, obj: dict) -> list[Span] | None:
         if "label" in obj:
             triples = obj["label"]
             if not isinstance(triples, list) or not all(isinstance(t, list) and len(t) == 3 for t in triples):
@@ -282,16 +290,10 @@ def read_doccano(path: str | Path) -> list[Document]:
                 raise DataError(path, line, f"'entities' must be a list of objects with {keys}, found {entities!r}")
             triples = [[e[k] for k in keys] for e in entities]
         else:
-            unkeyed.append((line, sorted(obj)))
-            triples = []
-        spans = [_checked_span(path, line, text, start, end, label, None) for start, end, label in triples]
-        if not text.strip():
-            stats.empty_documents += 1
-            continue
-        docs.append(Document(str(obj.get("id", f"{Path(path).name}:{line}")), text, sorted(set(spans))))
-    _report_missing_entities(path, unkeyed, docs, "'label' (or 'entities')")
-    stats.log(path)
-    return docs
+            return None
+        return [_checked_span(path, line, obj["text"], start, end, label, None) for start, end, label in triples]
+
+    return _span_documents(path, object_spans, "'label' (or 'entities')")
 
 
 def _report_missing_entities(path: str | Path, unkeyed: list[tuple[int, list[str]]], docs: list[Document],
