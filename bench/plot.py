@@ -1,5 +1,5 @@
-"""Plots of the latest results, ``python -m bench.plot`` -> bench/results/{quality,speed}.png, and
-the "Latest results" section of bench/README.md rewritten from bench/results/*.md."""
+"""Plots of the latest results, ``python -m bench.plot`` -> bench/results/{quality,speed}.png (the
+tables beside them in bench/README.md come from ``python -m bench.readme_figures``)."""
 from __future__ import annotations
 
 import json
@@ -56,23 +56,12 @@ def plot_speed(results: dict) -> None:
     fig.savefig(RESULTS / "speed.png", dpi=120)
 
 
-MARKER = "<!-- results -->"
-
-
 def main() -> None:
-    sections = []
     for name, plot in (("quality", plot_quality), ("speed", plot_speed)):
         path = RESULTS / f"{name}.json"
         if path.exists():
-            results = json.loads(path.read_text())
-            plot(results)
+            plot(json.loads(path.read_text()))
             print(f"wrote {RESULTS / name}.png")
-            machine = results["machine"]
-            sections.append(f"### {name.capitalize()} ({machine['date']}, commit {machine['commit']})\n\n"
-                            f"{(RESULTS / f'{name}.md').read_text().strip()}\n\n![{name}](results/{name}.png)\n")
-    readme = RESULTS.parent / "README.md"
-    head = readme.read_text().split(MARKER)[0]
-    readme.write_text(head + MARKER + "\n\n" + "\n".join(sections))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
-"""Regenerate the README's figure blocks from the benchmark results files.
+"""Regenerate the READMEs' figure blocks from the benchmark results files.
 
-    python -m bench.readme_figures          # rewrite the blocks in README.md
-    python -m bench.readme_figures --check  # exit 1 (and show the difference) if README.md is stale
+    python -m bench.readme_figures          # rewrite the blocks in README.md and bench/README.md
+    python -m bench.readme_figures --check  # exit 1 (and show the difference) if one is stale
 
 A block is ``<!-- figures:NAME -->`` ... ``<!-- /figures -->``; its body is rebuilt from
 bench/results/NAME.json by the table function of the benchmark that wrote it, or, for a
@@ -22,13 +22,13 @@ from bench.common import RESULTS, ROOT
 BLOCK = re.compile(r"(<!-- figures:(?P<name>[\w.-]+) -->\n)(?P<body>.*?)(<!-- /figures -->)", re.DOTALL)
 
 
-def _conll2003_full(results: dict) -> str:
+def _conll2003_full(results: dict, results_dir: Path) -> str:
     from bench.conll2003_full import table
 
     return table(results)
 
 
-def _longtext(results: dict) -> str:
+def _longtext(results: dict, results_dir: Path) -> str:
     """Whole CoNLL-2003 test documents, one set of trained weights read four ways."""
     rows = {k.split("/", 1)[1]: v for k, v in results.items() if k.startswith("conll2003_docs_same_weights/")}
     if not rows:
@@ -44,13 +44,21 @@ def _longtext(results: dict) -> str:
     return "\n".join(lines)
 
 
-TABLES: dict[str, Callable[[dict], str]] = {"conll2003_full": _conll2003_full, "longtext": _longtext}
+def _quality(results: dict, results_dir: Path) -> str:
+    """bench/quality.py's table under its run's stamp."""
+    m = results["machine"]
+    return (f"Measured {m['date']}, commit {m['commit']}{' (dirty)' if m.get('dirty') else ''}.\n\n"
+            + (results_dir / "quality.md").read_text(encoding="utf-8").strip())
+
+
+# (results, results_dir) -> block body
+TABLES: dict[str, Callable[[dict, Path], str]] = {"conll2003_full": _conll2003_full, "longtext": _longtext, "quality": _quality}
 
 
 def figure(name: str, results_dir: Path) -> str:
     """The body of block ``name``, from the results files."""
     if name in TABLES and (results_dir / f"{name}.json").exists():
-        return TABLES[name](json.loads((results_dir / f"{name}.json").read_text(encoding="utf-8")))
+        return TABLES[name](json.loads((results_dir / f"{name}.json").read_text(encoding="utf-8")), results_dir)
     table = results_dir / f"{name}.md"
     if not table.exists():
         raise FileNotFoundError(f"README block 'figures:{name}' has no results file {results_dir / name}.json or .md")
@@ -63,22 +71,26 @@ def regenerate(readme: str, results_dir: Path) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--check", action="store_true", help="do not write; exit 1 if README differs")
-    parser.add_argument("--readme", type=Path, default=ROOT / "README.md")
+    parser.add_argument("--check", action="store_true", help="do not write; exit 1 if a README differs")
+    parser.add_argument("--readme", type=Path, action="append",
+                        help="a README to regenerate (repeatable; default: README.md and bench/README.md)")
     parser.add_argument("--results", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
-    current = args.readme.read_text(encoding="utf-8")
-    fresh = regenerate(current, args.results)
-    if fresh == current:
-        return 0
-    if args.check:
-        sys.stdout.writelines(difflib.unified_diff(current.splitlines(True), fresh.splitlines(True),
-                                                   str(args.readme), "regenerated"))
-        print(f"\n{args.readme}: figure blocks are stale; run python -m bench.readme_figures", file=sys.stderr)
-        return 1
-    args.readme.write_text(fresh, encoding="utf-8")
-    print(f"updated {args.readme}")
-    return 0
+    stale = False
+    for readme in args.readme or [ROOT / "README.md", ROOT / "bench" / "README.md"]:
+        current = readme.read_text(encoding="utf-8")
+        fresh = regenerate(current, args.results)
+        if fresh == current:
+            continue
+        if args.check:
+            sys.stdout.writelines(difflib.unified_diff(current.splitlines(True), fresh.splitlines(True),
+                                                       str(readme), "regenerated"))
+            print(f"\n{readme}: figure blocks are stale; run python -m bench.readme_figures", file=sys.stderr)
+            stale = True
+            continue
+        readme.write_text(fresh, encoding="utf-8")
+        print(f"updated {readme}")
+    return 1 if stale else 0
 
 
 if __name__ == "__main__":
