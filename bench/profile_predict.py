@@ -70,11 +70,22 @@ def main() -> None:
         predictor.predict(texts)  # warm up (oneDNN primitive caches; compiled shapes)
         split = split_times(predictor, texts, args.rounds)
         results["rows"][name] = {**split, "real_tokens_per_s": real_tokens(predictor, texts) / split["total"]}
+        if name == "bf16":
+            results["bf16_operators"] = operator_shares(predictor, texts)
         if args.cprofile and name == "bf16":
             profile = cProfile.Profile()
             profile.runcall(predictor.predict, texts)
             pstats.Stats(profile).sort_stats("tottime").print_stats(25)
     save_results("profile_predict", results, table(results))
+
+
+def operator_shares(predictor: Predictor, texts: list[str], top: int = 8) -> dict[str, float]:
+    """Share of one call's operator time (torch.profiler, self CPU time) per operator, the top ones."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        predictor.predict(texts)
+    events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in events)
+    return {e.key: e.self_cpu_time_total / total for e in events[:top]}
 
 
 def real_tokens(predictor: Predictor, texts: list[str]) -> int:
@@ -90,7 +101,9 @@ def table(results: dict) -> str:
     return (f"Predict time split on {results['settings']['limit']} CoNLL-2003 test sentences, median of "
             f"{results['settings']['rounds']} calls, {m['torch_threads']} threads; commit {m['commit']}"
             f"{' (dirty)' if m['dirty'] else ''}, {m['date']}, load average {m['load_average'][0]:.1f}\n\n"
-            + markdown_table(["precision", "total s", "tokenise s", "model s", "rest s", "model share", "real tokens/s"], rows))
+            + markdown_table(["precision", "total s", "tokenise s", "model s", "rest s", "model share", "real tokens/s"], rows)
+            + "\n\nInside the bf16 call, share of operator time (torch.profiler, self CPU time):\n\n"
+            + markdown_table(["operator", "share"], [[k, f"{v:.1%}"] for k, v in results["bf16_operators"].items()]))
 
 
 if __name__ == "__main__":
