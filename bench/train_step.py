@@ -10,7 +10,7 @@ nerkit's engine and the HF Trainer do. Variants:
 * ``bf16_fused``: bf16 autocast + fused AdamW: today's engine at ``trainer.precision=bf16``.
 * ``bf16_master``: bf16 weights (forward and backward entirely in bf16) with fp32 master weights
   that the fused AdamW updates and copies back (``MasterWeights`` below, an experiment).
-* ``bf16_compile``: ``bf16_fused`` with the model through ``torch.compile`` (compile time apart).
+* ``bf16_fused_compile``: ``bf16_fused`` with the model through ``torch.compile`` (compile time apart).
 * ``hf_bf16_fused``: transformers' ``BertForTokenClassification`` (what the Trainer trains) on the
   same batch, bf16 autocast, fused AdamW (the Trainer's default optimizer).
 
@@ -155,7 +155,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--variants", nargs="*", default=["fp32", "fp32_fused", "bf16_fused", "hf_bf16_fused",
-                                                           "bf16_master", "bf16_compile"])
+                                                           "bf16_master", "bf16_fused_compile"])
     parser.add_argument("--profile", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
