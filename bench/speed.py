@@ -30,6 +30,8 @@
 
 Writes bench/results/speed.json and speed.md, stamped with commit, dirty flag and load average
 at the start (other jobs on the machine slow every system alike within a round, not across).
+``--device cuda`` runs the same comparison on a GPU, fp16 rows beside bf16, no ONNX, into
+bench/results/speed_cuda.json and .md (``python -m bench.speed --device cuda --threads 16``).
 """
 from __future__ import annotations
 
@@ -94,14 +96,30 @@ GOALS = {
 PIPELINE_BATCH_SIZES = (1, 8, 32, 64)
 
 
-def matmul_flops(dtype: torch.dtype, n: int = 1024, seconds: float = 0.5) -> float:
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def low_precisions(device: str) -> list[str]:
+    """The mixed precisions compared on ``device``: bf16 on CPU; bf16 and fp16 on a GPU."""
+    return ["bf16", "fp16"] if torch.device(device).type == "cuda" else ["bf16"]
+
+
+def synchronize(device: str) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_flops(dtype: torch.dtype, device: str = "cpu", n: int = 1024, seconds: float = 0.5) -> float:
     """Sustained FLOP/s of back-to-back n x n x n matmuls in ``dtype`` over about ``seconds``."""
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    n = n if torch.device(device).type == "cpu" else 8192  # a GPU needs bigger products to reach its peak
+    a, b = torch.randn(n, n, dtype=dtype, device=device), torch.randn(n, n, dtype=dtype, device=device)
     torch.mm(a, b)
+    synchronize(device)
     count, t0 = 0, time.perf_counter()
     while time.perf_counter() - t0 < seconds:
         torch.mm(a, b)
         count += 1
+        synchronize(device)
     return 2 * n**3 * count / (time.perf_counter() - t0)
 
 
@@ -128,10 +146,10 @@ def load_model(run_dir: Path) -> NerModel:
 class PipelineSystem:
     """The HF pipeline as a callable texts -> [(start, end, label)] per text."""
 
-    def __init__(self, twin: torch.nn.Module, tokenizer, batch_size: int):
+    def __init__(self, twin: torch.nn.Module, tokenizer, batch_size: int, device: str):
         self.batch_size = batch_size
         self.pipe = pipeline("token-classification", model=twin, tokenizer=tokenizer,
-                             aggregation_strategy="first", batch_size=batch_size, device="cpu")
+                             aggregation_strategy="first", batch_size=batch_size, device=device)
 
     def __call__(self, texts: list[str]) -> list[set]:
         return [{(e["start"], e["end"], e["entity_group"]) for e in ents} for ents in self.pipe(texts)]
@@ -145,18 +163,18 @@ class NerkitSystem:
         return [{(e.start, e.end, e.label) for e in ents} for ents in self.predictor.predict(texts)]
 
 
-def fastest_pipeline(model: NerModel, dtype: torch.dtype, texts: list[str]) -> tuple[PipelineSystem, dict]:
-    twin = hf_twin(model).to(dtype)
+def fastest_pipeline(model: NerModel, dtype: torch.dtype, texts: list[str], device: str) -> tuple[PipelineSystem, dict]:
+    twin = hf_twin(model).to(device=device, dtype=dtype)
     seconds = {}
     for batch_size in PIPELINE_BATCH_SIZES:
-        system = PipelineSystem(twin, model.encoder.tokenizer, batch_size)
+        system = PipelineSystem(twin, model.encoder.tokenizer, batch_size, device)
         system(texts[:8])  # warm up
         t0 = time.perf_counter()
         system(texts)
         seconds[batch_size] = time.perf_counter() - t0
         log.info("pipeline %s batch %d: %.2f s on %d texts", dtype, batch_size, seconds[batch_size], len(texts))
     best = min(seconds, key=seconds.get)
-    return PipelineSystem(twin, model.encoder.tokenizer, best), seconds
+    return PipelineSystem(twin, model.encoder.tokenizer, best, device), seconds
 
 
 def onnx_systems(run_dir: Path, args: argparse.Namespace, workdir: Path) -> dict:
@@ -192,22 +210,25 @@ def agreement(a: list[set], b: list[set]) -> float:
 def bench_predict(model: NerModel, run_dir: Path, docs, args: argparse.Namespace) -> dict:
     texts = [d.text for d in docs]
     systems, sweep = {}, {}
-    # ONNX first: exporting resets torch.compile's caches, which the compiled system below fills.
-    if "onnx" not in args.skip:
+    # ONNX (on CPU) first: exporting resets torch.compile's caches, which the compiled system below fills.
+    if "onnx" not in args.skip and args.device == "cpu":
         systems.update(onnx_systems(run_dir, args, Path(tempfile.mkdtemp(prefix="nerkit-bench-onnx-"))))
-    for name, dtype in (("pipeline fp32", torch.float32), ("pipeline bf16", torch.bfloat16)):
-        systems[name], sweep[name] = fastest_pipeline(model, dtype, texts[: args.sweep_texts])
+    precisions = ["fp32", *low_precisions(args.device)]
+    for precision in precisions:
+        name = f"pipeline {precision}"
+        systems[name], sweep[name] = fastest_pipeline(model, DTYPES[precision], texts[: args.sweep_texts], args.device)
     # nerkit as users load it (Predictor.from_run: in bf16 the encoder's weights are bf16 too).
-    load = functools.partial(Predictor.from_run, run_dir, "cpu", args.batch_size)
+    load = functools.partial(Predictor.from_run, run_dir, args.device, args.batch_size)
     fp32 = load(precision="fp32")
-    systems.update({"nerkit fp32": NerkitSystem(fp32), "nerkit bf16": NerkitSystem(load(precision="bf16"))})
+    systems.update({f"nerkit {precision}": NerkitSystem(fp32 if precision == "fp32" else load(precision=precision))
+                    for precision in precisions})
     t0 = time.perf_counter()
     systems["nerkit bf16 compiled"] = NerkitSystem(load(precision="bf16", compile=True))
     compile_seconds = time.perf_counter() - t0
     for system in systems.values():  # every system once over the texts, untimed: kernel, shape and compile caches
         system(texts)
-    precision_of = {"nerkit fp32": "fp32", "nerkit bf16": "bf16", "nerkit bf16 compiled": "bf16", "pipeline fp32": "fp32",
-                    "pipeline bf16": "bf16", "onnx fp32": "fp32", "onnx int8 (dynamic)": "int8"}
+    precision_of = {"nerkit bf16 compiled": "bf16", "onnx fp32": "fp32", "onnx int8 (dynamic)": "int8",
+                    **{f"{side} {p}": p for side in ("nerkit", "pipeline") for p in precisions}}
 
     encodings = fp32.text_encoder.encode(texts)
     specials = len(fp32.text_encoder.prefix_ids) + len(fp32.text_encoder.suffix_ids)
@@ -221,10 +242,10 @@ def bench_predict(model: NerModel, run_dir: Path, docs, args: argparse.Namespace
         timing: dict[str, float] = {}
         for name in names[r % len(names):] + names[: r % len(names)]:  # rotate who goes first
             t0 = time.perf_counter()
-            out = systems[name](texts)
+            out = systems[name](texts)  # Python entities: the device has finished
             timing[name] = time.perf_counter() - t0
             outputs.setdefault(name, out)
-        peaks = {"fp32": matmul_flops(torch.float32), "bf16": matmul_flops(torch.bfloat16)}
+        peaks = {p: matmul_flops(DTYPES[p], args.device) for p in precisions}
         row = {"seconds": timing, "matmul_gflops": {k: v / 1e9 for k, v in peaks.items()},
                "tokens_per_s": {n: real_tokens / t for n, t in timing.items()},
                "peak_share": {n: flops / t / peaks[precision_of[n]] for n, t in timing.items() if precision_of[n] in peaks}}
@@ -266,7 +287,7 @@ def bench_agreement(run_dir: Path, args: argparse.Namespace) -> dict:
     texts = [d.text for d in docs]
     out = {}
     for precision in ("fp32", "bf16"):
-        predictor = Predictor.from_run(run_dir, "cpu", args.batch_size, precision=precision)
+        predictor = Predictor.from_run(run_dir, args.device, args.batch_size, precision=precision)
         out[precision] = NerkitSystem(predictor)(texts)
     f1 = {p: f1_against_gold(docs, out[p]) for p in out}
     return {"texts": len(texts), "entities_fp32": sum(map(len, out["fp32"])), "entities_bf16": sum(map(len, out["bf16"])),
@@ -319,7 +340,7 @@ def bench_long(model: NerModel, run_dir: Path, args: argparse.Namespace) -> dict
     texts = {n: long_document(n, tokenizer) for n in args.long_sizes}
     out = {}
     for precision in ("fp32", "bf16"):
-        predictor = Predictor.from_run(run_dir, "cpu", args.batch_size, precision=precision)
+        predictor = Predictor.from_run(run_dir, args.device, args.batch_size, precision=precision)
         predictor.predict([texts[args.long_sizes[0]]])  # warm up
         rows = []
         for n, text in texts.items():
@@ -334,6 +355,8 @@ def bench_long(model: NerModel, run_dir: Path, args: argparse.Namespace) -> dict
                          "seconds": seconds, "us_per_token": 1e6 * seconds / tokens})
             log.info("long document %s: %s", precision, rows[-1])
         out[precision] = {"documents": rows, "per_token_ratio_longest_vs_shortest": rows[-1]["us_per_token"] / rows[0]["us_per_token"]}
+    if args.device != "cpu":
+        return out  # host RSS says nothing about GPU memory
     # Peak memory of the 100k-token document in a fresh process, so that it is its own.
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()
@@ -376,7 +399,7 @@ def unfused_adamw():
 def train_nerkit(data_root: Path, args: argparse.Namespace, out: Path, precision: str, round_one: bool = False) -> dict:
     cfg = compose_cfg(["encoder=bert", "head=softmax", "data=conll2003", f"data.root={data_root}", "data.dev=null",
                        "data.test=null", "trainer.epochs=1", f"trainer.batch_size={args.train_batch_size}",
-                       f"max_length={args.max_length}", "trainer.device=cpu", "trainer.keep_checkpoints=0",
+                       f"max_length={args.max_length}", f"trainer.device={args.device}", "trainer.keep_checkpoints=0",
                        f"trainer.precision={precision}", "trainer.tensorboard=false"])
     counter = TokenCounter(NerTask.batch, lambda batch: batch.inputs["attention_mask"])
     NerTask.batch = lambda task, rows: counter(task, rows)
@@ -404,8 +427,8 @@ def train_hf(data_root: Path, args: argparse.Namespace, out: Path, precision: st
     training_args = TrainingArguments(
         output_dir=str(out), per_device_train_batch_size=args.train_batch_size, learning_rate=5e-5,
         num_train_epochs=1, warmup_steps=0.1, weight_decay=0.01, seed=42, report_to="none",
-        save_strategy="no", logging_strategy="no", use_cpu=True, disable_tqdm=True,
-        train_sampling_strategy="group_by_length", bf16=precision == "bf16")
+        save_strategy="no", logging_strategy="no", use_cpu=args.device == "cpu", disable_tqdm=True,
+        train_sampling_strategy="group_by_length", bf16=precision == "bf16", fp16=precision == "fp16")
     trainer = Trainer(model=model, args=training_args, train_dataset=Dataset.from_list(rows), data_collator=counter)
     seconds = trainer.train().metrics["train_runtime"]
     return {"seconds": seconds, "real_tokens": counter.real, "padded_tokens": counter.padded}
@@ -414,7 +437,9 @@ def train_hf(data_root: Path, args: argparse.Namespace, out: Path, precision: st
 def bench_train(args: argparse.Namespace) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="nerkit-bench-train-"))
     write_subset(CONLL / "train.txt", tmp / "train.txt", args.train_sentences)
-    runs = [("hf", "fp32"), ("nerkit", "fp32"), ("nerkit round-one optimizer", "fp32"), ("hf", "bf16"), ("nerkit", "bf16")]
+    low = low_precisions(args.device)
+    runs = [("hf", "fp32"), ("nerkit", "fp32"), ("nerkit round-one optimizer", "fp32"),
+            *((side, precision) for precision in low for side in ("hf", "nerkit"))]
     rounds = []
     for r in range(args.rounds):
         result = {}
@@ -429,9 +454,8 @@ def bench_train(args: argparse.Namespace) -> dict:
         tps = {name: run["real_tokens_per_s"] for name, run in result.items()}
         result["ratios"] = {
             "nerkit bf16 / nerkit round-one optimizer fp32": tps["nerkit bf16"] / tps["nerkit round-one optimizer fp32"],
-            "nerkit bf16 / nerkit fp32": tps["nerkit bf16"] / tps["nerkit fp32"],
-            "nerkit fp32 / hf fp32": tps["nerkit fp32"] / tps["hf fp32"],
-            "nerkit bf16 / hf bf16": tps["nerkit bf16"] / tps["hf bf16"],
+            **{f"nerkit {p} / nerkit fp32": tps[f"nerkit {p}"] / tps["nerkit fp32"] for p in low},
+            **{f"nerkit {p} / hf {p}": tps[f"nerkit {p}"] / tps[f"hf {p}"] for p in ("fp32", *low)},
         }
         log.info("train round %d: %s", r, result)
         rounds.append(result)
@@ -460,6 +484,7 @@ def main() -> None:
     parser.add_argument("--long-sizes", type=int, nargs="+", default=[1_000, 10_000, 100_000],
                         help="long-document lengths in tokens, ascending")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda: a GPU adds fp16 rows and skips ONNX")
     parser.add_argument("--skip", nargs="*", default=[], choices=["predict", "onnx", "agreement", "train", "long"])
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -467,7 +492,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     results = {"machine": machine_info(), "settings": {k: str(v) for k, v in vars(args).items()}, "goals": GOALS}
-    previous = RESULTS / "speed.json"
+    name = "speed" if args.device == "cpu" else f"speed_{torch.device(args.device).type}"  # a GPU run has its own file
+    previous = RESULTS / f"{name}.json"
     if args.skip and previous.exists():  # a partial rerun keeps the other parts, each with its own stamp
         earlier = json.loads(previous.read_text())
         for part in ("predict", "agreement", "long", "train"):
@@ -478,23 +504,23 @@ def main() -> None:
     # Results are written after each part, so that a part cut short leaves the others.
     if "predict" not in args.skip:
         results["predict"] = {**bench_predict(model, args.run_dir, docs, args), "machine": results["machine"]}
-        save_results("speed", results, tables(results))
+        save_results(name, results, tables(results))
     if "agreement" not in args.skip:
         results["agreement"] = {**bench_agreement(args.run_dir, args), "machine": results["machine"]}
-        save_results("speed", results, tables(results))
+        save_results(name, results, tables(results))
     if "long" not in args.skip:
         results["long"] = {**bench_long(model, args.run_dir, args), "machine": results["machine"]}
-        save_results("speed", results, tables(results))
+        save_results(name, results, tables(results))
     if "train" not in args.skip:
         results["train"] = {**bench_train(args), "machine": results["machine"]}
-        save_results("speed", results, tables(results))
+        save_results(name, results, tables(results))
     results["machine"]["load_average_end"] = list(os.getloadavg())
-    save_results("speed", results, tables(results))
+    save_results(name, results, tables(results))
 
 
 def tables(results: dict) -> str:
     m = results["machine"]
-    out = [f"Machine: {m['torch_threads']} torch threads, load average {m['load_average'][0]:.1f} at start"
+    out = [f"Machine: {results['settings'].get('device', 'cpu')}, {m['torch_threads']} torch threads, load average {m['load_average'][0]:.1f} at start"
            + (f", {m['load_average_end'][0]:.1f} at end" if "load_average_end" in m else "")
            + f"; commit {m['commit']}{' (dirty)' if m.get('dirty') else ''}; weights {results['settings']['run_dir']}"]
     if "predict" in results:
