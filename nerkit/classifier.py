@@ -30,6 +30,7 @@ from nerkit.data.batching import pad
 from nerkit.data.encoding import TextEncoder
 from nerkit.encoders import build_encoder
 from nerkit.encoders.base import Encoder
+from nerkit.precision import autocast, check_precision, dtype_of
 from nerkit.runs import ENCODER_DIR, load_weights, read_run, save_run
 
 log = logging.getLogger(__name__)
@@ -110,8 +111,8 @@ class DocClassifier(nn.Module):
             return hidden[:, 0]
         if self.sentence_vector == "first_token":
             return hidden[:, self.first_content]
-        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-        return (hidden * mask).sum(1) / mask.sum(1)
+        mask = attention_mask.unsqueeze(-1).float()
+        return (hidden.float() * mask).sum(1) / mask.sum(1)  # summed in fp32 also when the encoder runs in bf16
 
     def forward(self, input_ids: torch.Tensor | None, attention_mask: torch.Tensor | None, counts: Sequence[int],
                 vectors: torch.Tensor | None = None) -> torch.Tensor:
@@ -157,17 +158,24 @@ def batch_tensors(docs_inputs: Sequence[list[list[int]]], pad_id: int,
 class Classifier:
     """Texts in, (label, probability) out, for a trained ``DocClassifier``."""
 
-    def __init__(self, model: DocClassifier, cfg: DictConfig, batch_size: int = 16, device: str | torch.device = "cpu"):
+    def __init__(self, model: DocClassifier, cfg: DictConfig, batch_size: int = 16, device: str | torch.device = "cpu",
+                 precision: str = "fp32", cast_encoder: bool = False):
+        """``precision`` and ``cast_encoder`` as for ``nerkit.predict.Predictor``: "bf16" runs under
+        autocast, and ``cast_encoder`` also holds the encoder's weights in bf16 (a loaded model only)."""
         self.model, self.batch_size, self.device = model.to(device).eval(), batch_size, torch.device(device)
+        self.precision = check_precision(precision, self.device)
+        if cast_encoder:
+            self.model.encoder.to(dtype_of(self.precision))
         text_encoder = TextEncoder(model.encoder.tokenizer, cfg.max_length, cfg.stride)
         self.inputs = DocumentInputs(text_encoder, cfg.task.strategy, cfg.task.head_tokens)
 
     @classmethod
     def from_run(cls, run_dir: str | Path, device: str = "cpu", batch_size: int = 16,
-                 trust_remote_code: bool = False) -> "Classifier":
-        """Load a trained classifier; ``trust_remote_code`` lets its encoder run Python from the run directory."""
+                 trust_remote_code: bool = False, precision: str = "auto") -> "Classifier":
+        """Load a trained classifier; ``trust_remote_code`` lets its encoder run Python from the run
+        directory; ``precision="auto"`` is bf16 where the hardware has bf16 units (nerkit.precision)."""
         model, cfg = DocClassifier.load(run_dir, device, trust_remote_code)
-        return cls(model, cfg, batch_size, device)
+        return cls(model, cfg, batch_size, device, precision, cast_encoder=True)
 
     @torch.no_grad()
     def features(self, texts: Sequence[str], what: str = "prediction") -> list[torch.Tensor]:
@@ -189,7 +197,9 @@ class Classifier:
         for b in range(0, len(order), self.batch_size):
             batch = order[b : b + self.batch_size]
             ids, mask, counts = batch_tensors([docs_inputs[d] for d in batch], pad_id, self.device)
-            for d, rows in zip(batch, self.model.window_vectors(ids, mask).split(counts)):
+            with autocast(self.device, self.precision):
+                vectors = self.model.window_vectors(ids, mask)
+            for d, rows in zip(batch, vectors.split(counts)):
                 out[d] = rows
         self.model.train(was_training)
         return out
@@ -201,7 +211,9 @@ class Classifier:
         out = []
         for b in range(0, len(features), self.batch_size):
             batch = features[b : b + self.batch_size]
-            probs = self.model.classify(torch.cat(list(batch)), [len(f) for f in batch]).float().softmax(-1)
+            with autocast(self.device, self.precision):
+                logits = self.model.classify(torch.cat(list(batch)), [len(f) for f in batch])
+            probs = logits.float().softmax(-1)
             out += [(self.model.labels[int(row.argmax())], float(row.max())) for row in probs]
         self.model.train(was_training)
         return out

@@ -148,12 +148,17 @@ def test_train_classifier_saves_a_loadable_run(tiny_bert_dir, tmp_path, frozen):
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert best == max(h["dev"]["accuracy"] for h in metrics["history"]) and metrics["finished"]
     assert metrics["train_inputs"] > len(rows)  # long documents became several windows
-    loaded = Classifier.from_run(tmp_path / "run")
+    loaded = Classifier.from_run(tmp_path / "run", precision="fp32")  # as it was trained and scored
     assert loaded.model.sentence_vector == "mean"
     predicted = loaded.predict([r["text"] for r in rows])
     accuracy = sum(p == r["label"] for (p, _), r in zip(predicted, rows)) / len(rows)
     assert metrics["test"]["accuracy"] == pytest.approx(accuracy)
     assert all(label in ("neg", "pos") and 0.5 <= prob <= 1 for label, prob in predicted)
+    bf16 = Classifier.from_run(tmp_path / "run", precision="bf16")
+    assert {p.dtype for p in bf16.model.encoder.parameters()} == {torch.bfloat16}
+    in_bf16 = bf16.predict([r["text"] for r in rows])
+    assert [label for label, _ in in_bf16] == [label for label, _ in predicted]
+    assert [prob for _, prob in in_bf16] == pytest.approx([prob for _, prob in predicted], abs=0.02)
     pretrained = BertEncoder(str(tiny_bert_dir)).model.embeddings.word_embeddings.weight
     trained = loaded.model.encoder.model.embeddings.word_embeddings.weight
     assert torch.equal(pretrained, trained) == frozen
