@@ -2,6 +2,9 @@
 
     python -m bench.conll2003_full [--rows baseline,softmax,crf,global_pointer,efficient_global_pointer,bilstm]
 
+(``softmax_random``, not run by default: the softmax row with uniformly random batches, as the
+Trainer draws them, instead of nerkit's length-grouped ones.)
+
 Every row trains on all 14,041 train sentences with one recipe (``RECIPE``, printed in the
 table), picks its best epoch on dev, and is scored by nerkit.evaluation on the dataset's own
 tokens (seqeval strict IOB2, first sub-token of each token labelled) with a 95% bootstrap
@@ -36,7 +39,9 @@ from transformers import (
     TrainingArguments,
 )
 
+import nerkit.engine
 from bench.common import CONLL, RESULTS, RUNS, compose_cfg, machine_info, markdown_table
+from bench.units_batching import random_batches
 from nerkit.config import embedded_model_path
 from nerkit.data.encoding import AlignmentStats
 from nerkit.data.readers import Document, read_conll
@@ -46,7 +51,7 @@ from nerkit.train import train
 
 log = logging.getLogger("bench.conll2003_full")
 DEFAULT_SEED = 42
-ROWS = ["baseline", "softmax", "crf", "global_pointer", "efficient_global_pointer", "bilstm"]
+ROWS = ["baseline", "softmax", "crf", "global_pointer", "efficient_global_pointer", "bilstm", "softmax_random"]
 GOALS = {"softmax_vs_baseline": -0.003, "crf_vs_softmax": 0.0, "global_pointer_vs_softmax": 0.0}
 
 
@@ -70,15 +75,23 @@ def nerkit_row(name: str, args: argparse.Namespace) -> dict:
         system, head = "nerkit BiLSTM", "crf"
         overrides = ["encoder=bilstm", "head=crf", f"trainer.epochs={args.bilstm_epochs}", f"trainer.lr={args.bilstm_lr}"]
     else:
-        system, head = "nerkit MiniLM", name
-        overrides = ["encoder=bert", f"head={name}", f"trainer.epochs={args.epochs}", f"trainer.lr={args.lr}"]
+        system, head = "nerkit MiniLM", name.replace("_random", " (random batches)")
+        overrides = ["encoder=bert", f"head={name.removesuffix('_random')}", f"trainer.epochs={args.epochs}",
+                     f"trainer.lr={args.lr}"]
     overrides += ["data=conll2003", f"data.root={CONLL}", f"seed={args.seed}", f"max_length={args.max_length}",
                   f"trainer.batch_size={args.batch_size}", "trainer.warmup_ratio=0.1", "trainer.device=cpu",
                   f"trainer.precision={args.precision}", "trainer.keep_checkpoints=0", "report_errors=false",
                   *limits(args)]
     # Other seeds keep their own weights: the default seed's are what bench/longtext.py reads.
     out = RUNS / (f"conll2003_full_{name}" + ("" if args.seed == DEFAULT_SEED else f"_seed{args.seed}"))
-    train(compose_cfg(overrides), out)
+    # softmax_random: the engine's batches uniformly random, as the Trainer's, instead of length-grouped.
+    grouped = nerkit.engine.length_grouped_batches
+    if name.endswith("_random"):
+        nerkit.engine.length_grouped_batches = random_batches
+    try:
+        train(compose_cfg(overrides), out)
+    finally:
+        nerkit.engine.length_grouped_batches = grouped
     metrics = json.loads((out / "metrics.json").read_text())
     test = metrics["test"]
     return {"system": system, "head": head, "dev_f1": metrics["best_dev_f1"], "test_f1": test["f1"],
@@ -238,7 +251,7 @@ def table(results: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated subset of {ROWS}, run in that order")
+    parser.add_argument("--rows", default=",".join(ROWS[:-1]), help=f"comma-separated subset of {ROWS}, run in that order")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--lr", type=float, default=5e-5)
     parser.add_argument("--batch-size", type=int, default=16)

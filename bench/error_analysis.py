@@ -31,7 +31,7 @@ def main() -> None:
     machine = machine_info()  # stamped when the run starts
     machine["dirty"] = bool(subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True,
                                            text=True, check=False).stdout.strip())
-    predictor = Predictor.from_run(args.run_dir, "cpu")
+    predictor = Predictor.from_run(args.run_dir, "cpu", precision="fp32")  # the precision its dev scores were taken at
     splits = {
         f"first {args.sentences} sentences": ("sentences", read_conll(CONLL / "valid.txt", limit=args.sentences)),
         f"first {args.documents} documents": ("documents", read_conll(CONLL / "valid.txt", documents=True,

@@ -48,7 +48,7 @@ def main() -> None:
     docs = read_conll(CONLL_TEST)[: args.limit]
     texts = [d.text for d in docs]
     started = time.perf_counter()
-    predictor = Predictor.from_run(args.run_dir, "cpu")
+    predictor = Predictor.from_run(args.run_dir, "cpu", precision="fp32")  # like for like with the fp32 side
     ours = [{(e.start, e.end, e.label) for e in doc} for doc in predictor.predict(texts)]
     nerkit_s = time.perf_counter() - started
     ner = pipeline("token-classification", model=str(folder), aggregation_strategy="first", device="cpu")

@@ -116,7 +116,7 @@ def nerkit_system(overrides: list[str], eval_sets: dict[str, list[Document]], ou
     train(cfg, out)
     result = {"system": "nerkit", "head": cfg.head._target_.rsplit(".", 1)[-1],
               "train_seconds": time.perf_counter() - started, "overrides": overrides}
-    predictor = Predictor.from_run(out, "cpu")
+    predictor = Predictor.from_run(out, "cpu", precision="fp32")  # trained and compared in fp32, as the baseline
     for name, docs in eval_sets.items():
         result[name] = evaluate(predictor, docs)
     return result

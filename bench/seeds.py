@@ -2,12 +2,14 @@
 
     OMP_NUM_THREADS=1 python -m bench.conll2003_full --rows softmax,baseline --seed 43 \
         --out bench/results/conll2003_seeds/seed43.json        # one run per extra seed
+    OMP_NUM_THREADS=1 python -m bench.conll2003_full --rows softmax_random --seed 42 \
+        --out bench/results/conll2003_seeds/seed42_random.json  # optional: random batches
     python -m bench.seeds                                      # -> bench/results/conll2003_seeds.{json,md}
 
 Reads the rows of bench/results/conll2003_full.json (its own seed) and of every
 bench/results/conll2003_seeds/*.json, keeps the runs whose recipe equals the main file's but for
 the seed, and reports each system's test F1 per seed, the mean and the spread, and the
-softmax - baseline difference per seed. Every run keeps its own stamp.
+difference of each nerkit row from the baseline per paired seed. Every run keeps its own stamp.
 """
 from __future__ import annotations
 
@@ -19,6 +21,8 @@ from pathlib import Path
 from bench.common import RESULTS, markdown_table, save_results
 
 SEEDS_DIR = RESULTS / "conll2003_seeds"
+SYSTEMS = {"baseline": "HF AutoModelForTokenClassification + Trainer", "softmax": "nerkit MiniLM softmax",
+           "softmax_random": "nerkit MiniLM softmax, random batches"}
 
 
 def runs_of(path: Path) -> list[dict]:
@@ -36,29 +40,30 @@ def collect(main: Path, seeds_dir: Path) -> dict:
             if {k: v for k, v in run["recipe"].items() if k != "seed"} != same_recipe:
                 raise SystemExit(f"{path}: another recipe than {main}'s (beyond the seed): {run['recipe']}")
             for row in run["rows"]:
-                if row["key"] in ("softmax", "baseline"):
+                if row["key"] in SYSTEMS:
                     rows.setdefault(row["key"], {})[run["recipe"]["seed"]] = {
                         "test_f1": row["test_f1"], "dev_f1": row["dev_f1"], "file": path.name,
                         "commit": run["commit"], "dirty": run["dirty"], "started": run["started"]}
-    seeds = sorted(set.intersection(*(set(by_seed) for by_seed in rows.values()))) if len(rows) == 2 else []
-    gaps = {seed: rows["softmax"][seed]["test_f1"] - rows["baseline"][seed]["test_f1"] for seed in seeds}
-    return {"recipe": same_recipe, "rows": rows, "seeds_with_both": seeds, "softmax_minus_baseline": gaps}
+    baseline = rows.get("baseline", {})
+    gaps = {key: {seed: by_seed[seed]["test_f1"] - baseline[seed]["test_f1"] for seed in sorted(by_seed) if seed in baseline}
+            for key, by_seed in rows.items() if key != "baseline"}
+    return {"recipe": same_recipe, "rows": rows, "minus_baseline": gaps}
 
 
 def table(results: dict) -> str:
-    names = {"baseline": "HF AutoModelForTokenClassification + Trainer", "softmax": "nerkit MiniLM softmax"}
     seeds = sorted({seed for by_seed in results["rows"].values() for seed in by_seed}, key=int)
     lines = []
-    for key in ("baseline", "softmax"):
-        by_seed = results["rows"].get(key, {})
+    for key in [k for k in SYSTEMS if k in results["rows"]]:
+        by_seed = results["rows"][key]
         f1s = [by_seed[s]["test_f1"] for s in seeds if s in by_seed]
         spread = f"{100 * statistics.stdev(f1s):.2f}" if len(f1s) > 1 else "-"
-        lines.append([names[key], *(f"{100 * by_seed[s]['test_f1']:.2f}" if s in by_seed else "-" for s in seeds),
+        lines.append([SYSTEMS[key], *(f"{100 * by_seed[s]['test_f1']:.2f}" if s in by_seed else "-" for s in seeds),
                       f"{100 * statistics.mean(f1s):.2f}" if f1s else "-", spread])
-    gaps = results["softmax_minus_baseline"]
-    lines.append(["softmax - baseline", *(f"{100 * gaps[s]:+.2f}" if s in gaps else "-" for s in seeds),
-                  f"{100 * statistics.mean(gaps.values()):+.2f}" if gaps else "-",
-                  f"{100 * statistics.stdev(gaps.values()):.2f}" if len(gaps) > 1 else "-"])
+    for key, gaps in results["minus_baseline"].items():
+        lines.append([f"{SYSTEMS[key]} - baseline (paired seeds)",
+                      *(f"{100 * gaps[s]:+.2f}" if s in gaps else "-" for s in seeds),
+                      f"{100 * statistics.mean(gaps.values()):+.2f}" if gaps else "-",
+                      f"{100 * statistics.stdev(gaps.values()):.2f}" if len(gaps) > 1 else "-"])
     stamps = sorted({f"{r['commit']}{' (dirty)' if r['dirty'] else ''} {r['started'][:16]}"
                      for by_seed in results["rows"].values() for r in by_seed.values()})
     return (f"CoNLL-2003 test F1 by seed, the recipe of the full-data table otherwise; runs: {', '.join(stamps)}\n\n"

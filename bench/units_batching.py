@@ -14,14 +14,17 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import logging
 import os
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 from omegaconf import open_dict
 
+import nerkit.engine
 import nerkit.train
 from bench.common import CONLL, RUNS, compose_cfg, machine_info, markdown_table, save_results
 from nerkit.data.encoding import AlignmentStats, char_to_unit_spans, word_to_char_span
@@ -35,6 +38,16 @@ log = logging.getLogger("bench.units_batching")
 def without_tokens(documents: list[Document]) -> list[Document]:
     """The same documents, labelled on pre-tokenizer words instead of dataset tokens."""
     return [dataclasses.replace(d, tokens=None) for d in documents]
+
+
+def words_file(sentences: int) -> Path:
+    """The first ``sentences`` CoNLL train sentences as character-span JSON Lines (no tokens)."""
+    path = RUNS / f"units_batching_train_{sentences}.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = [{"id": d.id, "text": d.text, "entities": [{"start": s, "end": e, "label": label} for s, e, label in d.spans]}
+            for d in read_conll(CONLL / "train.txt", limit=sentences)]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    return path
 
 
 def random_batches(lengths, batch_size: int, seed: int) -> list[list[int]]:
@@ -78,16 +91,17 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("nerkit").setLevel(logging.WARNING)
     test = read_conll(CONLL / "test.txt", limit=args.test_sentences)
-    grouped = nerkit.train.length_grouped_batches
+    grouped = nerkit.engine.length_grouped_batches
     results = {"machine": stamp, "settings": vars(args), "arms": []}
     for arm in args.arms.split(","):
         units, batches = arm.split("/")
         cfg = compose_cfg(["encoder=bert", "head=softmax", "data=conll2003", f"data.root={CONLL}", "data.dev=null",
                            "data.test=null", f"seed={args.seed}", f"trainer.epochs={args.epochs}", f"trainer.lr={args.lr}",
                            "trainer.device=cpu", "trainer.keep_checkpoints=0", f"+data.train.limit={args.train_sentences}"])
-        if units == "words":
+        if units == "words":  # the same sentences as character-span JSON: no dataset tokens, so pre-tokenizer words
             with open_dict(cfg):
-                cfg.data.train = {"_target_": "bench.units_batching.without_tokens", "documents": cfg.data.train}
+                cfg.data.train = {"_target_": "nerkit.data.readers.read_json_spans",
+                                  "path": str(words_file(args.train_sentences))}
         seen: list[float] = []
 
         def batcher(lengths, batch_size, seed, choose=random_batches if batches == "random" else grouped):
@@ -95,15 +109,15 @@ def main() -> None:
             seen.append(padding_fraction(lengths, out))
             return out
 
-        nerkit.train.length_grouped_batches = batcher
+        nerkit.engine.length_grouped_batches = batcher  # the engine's batch order, for this arm
         out = RUNS / f"units_batching_{units}_{batches}"
         started = time.perf_counter()
         try:
             nerkit.train.train(cfg, out)
         finally:
-            nerkit.train.length_grouped_batches = grouped
+            nerkit.engine.length_grouped_batches = grouped
         train_s = time.perf_counter() - started
-        metrics = score_on_tokens(Predictor.from_run(out, "cpu"), test, units)
+        metrics = score_on_tokens(Predictor.from_run(out, "cpu", precision="fp32"), test, units)  # as trained
         results["arms"].append({"units": units, "batches": batches, "test_f1": metrics["f1"], "test_ci95": metrics["ci95"],
                                 "test_precision": metrics["precision"], "test_recall": metrics["recall"],
                                 "padding_fraction": float(np.mean(seen)), "train_s": round(train_s),
