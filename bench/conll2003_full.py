@@ -39,9 +39,7 @@ from transformers import (
     TrainingArguments,
 )
 
-import nerkit.engine
 from bench.common import CONLL, RESULTS, RUNS, compose_cfg, machine_info, markdown_table
-from bench.units_batching import random_batches
 from nerkit.config import embedded_model_path
 from nerkit.data.encoding import AlignmentStats
 from nerkit.data.readers import Document, read_conll
@@ -75,23 +73,17 @@ def nerkit_row(name: str, args: argparse.Namespace) -> dict:
         system, head = "nerkit BiLSTM", "crf"
         overrides = ["encoder=bilstm", "head=crf", f"trainer.epochs={args.bilstm_epochs}", f"trainer.lr={args.bilstm_lr}"]
     else:
+        # softmax_random: uniformly random batches, as the Trainer draws them, instead of length-grouped ones.
         system, head = "nerkit MiniLM", name.replace("_random", " (random batches)")
         overrides = ["encoder=bert", f"head={name.removesuffix('_random')}", f"trainer.epochs={args.epochs}",
-                     f"trainer.lr={args.lr}"]
+                     f"trainer.lr={args.lr}", f"trainer.batch_order={'random' if name.endswith('_random') else 'length'}"]
     overrides += ["data=conll2003", f"data.root={CONLL}", f"seed={args.seed}", f"max_length={args.max_length}",
                   f"trainer.batch_size={args.batch_size}", "trainer.warmup_ratio=0.1", "trainer.device=cpu",
                   f"trainer.precision={args.precision}", "trainer.keep_checkpoints=0", "report_errors=false",
                   *limits(args)]
     # Other seeds keep their own weights: the default seed's are what bench/longtext.py reads.
     out = RUNS / (f"conll2003_full_{name}" + ("" if args.seed == DEFAULT_SEED else f"_seed{args.seed}"))
-    # softmax_random: the engine's batches uniformly random, as the Trainer's, instead of length-grouped.
-    grouped = nerkit.engine.length_grouped_batches
-    if name.endswith("_random"):
-        nerkit.engine.length_grouped_batches = random_batches
-    try:
-        train(compose_cfg(overrides), out)
-    finally:
-        nerkit.engine.length_grouped_batches = grouped
+    train(compose_cfg(overrides), out)
     metrics = json.loads((out / "metrics.json").read_text())
     test = metrics["test"]
     return {"system": system, "head": head, "dev_f1": metrics["best_dev_f1"], "test_f1": test["f1"],

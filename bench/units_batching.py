@@ -24,9 +24,9 @@ import numpy as np
 import torch
 from omegaconf import open_dict
 
-import nerkit.engine
 import nerkit.train
 from bench.common import CONLL, RUNS, compose_cfg, machine_info, markdown_table, save_results
+from nerkit.data.batching import BATCH_ORDERS
 from nerkit.data.encoding import AlignmentStats, char_to_unit_spans, word_to_char_span
 from nerkit.data.readers import Document, read_conll
 from nerkit.evaluation import score
@@ -48,12 +48,6 @@ def words_file(sentences: int) -> Path:
             for d in read_conll(CONLL / "train.txt", limit=sentences)]
     path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
     return path
-
-
-def random_batches(lengths, batch_size: int, seed: int) -> list[list[int]]:
-    """Uniformly shuffled batches, whatever their lengths (what the HF Trainer does)."""
-    order = np.random.default_rng(seed).permutation(len(lengths))
-    return [[int(i) for i in order[b : b + batch_size]] for b in range(0, len(order), batch_size)]
 
 
 def padding_fraction(lengths, batches) -> float:
@@ -91,31 +85,34 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("nerkit").setLevel(logging.WARNING)
     test = read_conll(CONLL / "test.txt", limit=args.test_sentences)
-    grouped = nerkit.engine.length_grouped_batches
     results = {"machine": stamp, "settings": vars(args), "arms": []}
     for arm in args.arms.split(","):
         units, batches = arm.split("/")
+        order = "random" if batches == "random" else "length"
         cfg = compose_cfg(["encoder=bert", "head=softmax", "data=conll2003", f"data.root={CONLL}", "data.dev=null",
                            "data.test=null", f"seed={args.seed}", f"trainer.epochs={args.epochs}", f"trainer.lr={args.lr}",
-                           "trainer.device=cpu", "trainer.keep_checkpoints=0", f"+data.train.limit={args.train_sentences}"])
+                           "trainer.device=cpu", "trainer.keep_checkpoints=0", f"+data.train.limit={args.train_sentences}",
+                           f"trainer.batch_order={order}"])
         if units == "words":  # the same sentences as character-span JSON: no dataset tokens, so pre-tokenizer words
             with open_dict(cfg):
                 cfg.data.train = {"_target_": "nerkit.data.readers.read_json_spans",
                                   "path": str(words_file(args.train_sentences))}
         seen: list[float] = []
 
-        def batcher(lengths, batch_size, seed, choose=random_batches if batches == "random" else grouped):
-            out = choose(lengths, batch_size, seed)
-            seen.append(padding_fraction(lengths, out))
+        original = BATCH_ORDERS[order]
+
+        def batcher(lengths, batch_size, seed):
+            out = original(lengths, batch_size, seed)
+            seen.append(padding_fraction(lengths, out))  # what the engine's batches pad
             return out
 
-        nerkit.engine.length_grouped_batches = batcher  # the engine's batch order, for this arm
+        BATCH_ORDERS[order] = batcher
         out = RUNS / f"units_batching_{units}_{batches}"
         started = time.perf_counter()
         try:
             nerkit.train.train(cfg, out)
         finally:
-            nerkit.engine.length_grouped_batches = grouped
+            BATCH_ORDERS[order] = original
         train_s = time.perf_counter() - started
         metrics = score_on_tokens(Predictor.from_run(out, "cpu", precision="fp32"), test, units)  # as trained
         results["arms"].append({"units": units, "batches": batches, "test_f1": metrics["f1"], "test_ci95": metrics["ci95"],

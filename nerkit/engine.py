@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from nerkit.checkpoint import Checkpointer, TrainerState, find_resume_checkpoint
-from nerkit.data.batching import length_grouped_batches
+from nerkit.data.batching import BATCH_ORDERS
 from nerkit.distributed import Processes
 from nerkit.optim import adamw
 from nerkit.precision import autocast, check_precision
@@ -91,7 +91,7 @@ class Engine:
         for epoch in range(state.epoch, math.ceil(total_steps / steps_per_epoch)):
             model.train()
             # The order depends only on (seed, epoch), so a resumed epoch skips exactly the batches done.
-            batches = length_grouped_batches(lengths, t.batch_size * t.accumulate, self.seed + epoch)
+            batches = BATCH_ORDERS[t.get("batch_order", "length")](lengths, t.batch_size * t.accumulate, self.seed + epoch)
             batches = batches[: total_steps - epoch * steps_per_epoch]
             for i in range(state.batch, len(batches)):
                 step_started = time.perf_counter()

@@ -13,6 +13,7 @@ from typing import Any, Iterator
 
 from omegaconf import DictConfig, OmegaConf
 
+from nerkit.data.batching import BATCH_ORDERS
 from nerkit.data.readers import Document
 from nerkit.encoders.bert import locate_pretrained, position_limit
 from nerkit.runs import target_problem, target_problems
@@ -88,6 +89,7 @@ def validate_config(cfg: DictConfig) -> None:
     check("trainer.eval_every", *positive_int, optional=True, required=False)
     check("trainer.log_every", *positive_int, required=False)
     check("trainer.precision", lambda v: v in PRECISIONS, f"one of {'|'.join(PRECISIONS)}", required=False)
+    check("trainer.batch_order", lambda v: v in BATCH_ORDERS, f"one of {'|'.join(BATCH_ORDERS)}", required=False)
     check("seed", _is_int, "an integer")
 
     check("max_length", lambda v: _is_int(v) and v >= 3, "an integer >= 3 (special tokens + at least one token)")

@@ -275,6 +275,7 @@ def test_an_unwritable_output_fails_before_the_model_is_loaded(tmp_path):
     ("trainer.eval_every=0", r"trainer.eval_every=0: must be an integer >= 1 or null"),
     ("trainer.log_every=0", r"trainer.log_every=0: must be an integer >= 1"),
     ("trainer.precision=fp8", r"trainer.precision='fp8': must be one of fp32\|bf16\|fp16\|auto"),
+    ("trainer.batch_order=shortest", r"trainer.batch_order='shortest': must be one of length\|random"),
 ])
 def test_out_of_range_training_values_fail_before_reading_data(tmp_path, override, message):
     # The data file does not exist: reading it first would raise a DataError instead.

@@ -10,6 +10,7 @@ import torch
 from omegaconf import open_dict
 from safetensors.torch import load_file
 
+from nerkit.data.batching import BATCH_ORDERS, random_batches
 from nerkit.tasks.classify import ClassifyTask
 from nerkit.tasks.ner import NerTask
 from nerkit.train import train
@@ -188,3 +189,25 @@ def test_training_writes_the_dev_error_report_of_the_best_model(tiny_bert_dir, t
         assert report["documents"] == len(TOY_SENTENCES)  # the dev split, every document
         gold = sum(len([t for _, t in sentence if t.startswith("B-")]) for sentence in TOY_SENTENCES)
         assert report["scores"]["overall"]["gold"] == gold == 9
+
+
+def test_random_batch_order_covers_every_example_once_and_pads_more():
+    generator = torch.Generator().manual_seed(0)
+    lengths = torch.randint(3, 60, (203,), generator=generator).tolist()
+    batches = random_batches(lengths, 8, seed=5)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    assert [len(b) for b in batches[:-1]] == [8] * (len(batches) - 1) and len(batches[-1]) == 203 % 8
+    assert batches == random_batches(lengths, 8, seed=5) and batches != random_batches(lengths, 8, seed=6)
+
+    def padded(order):
+        return sum(len(b) * max(lengths[i] for i in b) for b in order)
+    assert padded(batches) > 1.5 * padded(BATCH_ORDERS["length"](lengths, 8, seed=5))
+
+
+def test_the_engine_draws_batches_in_the_configured_order(tiny_bert_dir, toy_conll, tmp_path, monkeypatch):
+    seen = []
+    for name, order in list(BATCH_ORDERS.items()):
+        monkeypatch.setitem(BATCH_ORDERS, name, lambda *a, name=name, order=order: seen.append(name) or order(*a))
+    train(ner_cfg(tiny_bert_dir, toy_conll, "trainer.max_steps=1", "trainer.batch_order=random"), tmp_path / "random")
+    train(ner_cfg(tiny_bert_dir, toy_conll, "trainer.max_steps=1"), tmp_path / "default")
+    assert seen == ["random", "length"]

@@ -93,6 +93,16 @@ def length_grouped_batches(lengths: Sequence[int], batch_size: int, seed: int) -
     return [[int(i) for i in batches[b]] for b in rng.permutation(len(batches))]
 
 
+def random_batches(lengths: Sequence[int], batch_size: int, seed: int) -> list[list[int]]:
+    """Uniformly shuffled batches whatever their lengths (the HF Trainer's default order): more
+    padding than ``length_grouped_batches``; the same seed always gives the same order."""
+    order = np.random.default_rng(seed).permutation(len(lengths))
+    return [[int(i) for i in order[b : b + batch_size]] for b in range(0, len(order), batch_size)]
+
+
+BATCH_ORDERS = {"length": length_grouped_batches, "random": random_batches}
+
+
 def pad(sequences: Sequence[Sequence[int]] | Sequence[torch.Tensor], value: int | float = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Rows of different lengths -> a [rows, longest] long tensor padded with ``value``, and the
     boolean mask of real positions. Rows given as tensors [length, ...] keep their dtype and
