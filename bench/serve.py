@@ -1,26 +1,26 @@
 """Serving benchmark: CLI throughput, HTTP latency under concurrent load, ONNX Runtime vs PyTorch.
 
-    PYTHONPATH=. python bench/serve.py [--run-dir DIR] [--sentences 1000] [--threads 1] [--workers 8] [--requests 25]
+    python -m bench.serve [--run-dir DIR] [--sentences 1000] [--threads 2] [--workers 8] [--requests 25]
 
 Texts are CoNLL-2003 test sentences as raw text (tokens joined by spaces). The model is the
 run directory given, or else all-MiniLM-L6-v2 with an untrained CRF head over CoNLL's four
 types (speed does not depend on training). Nothing is written into ``--run-dir``: the ONNX
-graph goes to a temporary folder. Writes bench/results/serve.json and prints a table.
+graph goes to a temporary folder. Writes bench/results/serve.json and serve.md (stamped).
 
 - CLI: ``predict_file`` (what ``python -m nerkit.predict`` runs) over a text file, model load
-  excluded, with the PyTorch and the ONNX Runtime predictor.
-- ONNX vs PyTorch: ``predict`` on the same texts, same batch size; how many texts get exactly
-  the same entities from both.
-- Server: ``python -m nerkit.serve`` in its own process on 127.0.0.1; ``--workers`` client
-  threads each send ``--requests`` requests of ``--docs-per-request`` sentences; per-request
-  latency percentiles, and every response checked against ``Predictor.predict``.
+  excluded, with the PyTorch predictor at its default precision (``auto``: bf16 where the CPU has
+  bf16 units) and the ONNX Runtime predictor (the exported fp32 graph).
+- ONNX vs PyTorch: ``predict`` on the same texts, same batch size, against PyTorch fp32 (the same
+  arithmetic: how many texts get exactly the same entities) and against PyTorch's default.
+- Server: ``python -m nerkit.serve`` (default precision) in its own process on 127.0.0.1;
+  ``--workers`` client threads each send ``--requests`` requests of ``--docs-per-request``
+  sentences; per-request latency percentiles, and every response checked against
+  ``Predictor.predict`` at the same precision.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import socket
 import subprocess
 import sys
@@ -34,17 +34,16 @@ import numpy as np
 import torch
 from hydra import compose, initialize_config_dir
 
+from bench.common import CONLL, ROOT, machine_info, markdown_table, save_results
 from nerkit.config import register_resolvers
 from nerkit.data.readers import read_conll
 from nerkit.export import export_onnx
-from nerkit.onnx_predict import OnnxPredictor
 from nerkit.model import NerModel
+from nerkit.onnx_predict import OnnxPredictor
 from nerkit.predict import Predictor
 from nerkit.predict_cli import Format, PredictConfig, predict_file
 
-ROOT = Path(__file__).resolve().parents[1]
-CONLL_TEST = ROOT.parent / "shared" / "data" / "ner" / "conll2003" / "test.txt"
-RESULTS = ROOT / "bench" / "results" / "serve.json"
+CONLL_TEST = CONLL / "test.txt"
 
 
 def untrained_run(directory: Path) -> Path:
@@ -142,50 +141,57 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.set_num_threads(args.threads)
 
+    stamp = machine_info()
     texts = [d.text for d in read_conll(CONLL_TEST)][: args.sentences]
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         run_dir = args.run_dir or untrained_run(work / "run")
         onnx_path, export_s = timed(export_onnx, run_dir, work / "model.onnx")
-        torch_predictor = Predictor.from_run(run_dir, "cpu", args.batch_size)
+        torch_default = Predictor.from_run(run_dir, "cpu", args.batch_size)
+        torch_fp32 = Predictor.from_run(run_dir, "cpu", args.batch_size, precision="fp32")
         onnx_predictor = OnnxPredictor.from_run(run_dir, onnx_path, args.batch_size, threads=args.threads)
-        torch_predictor.predict(texts[:64])  # warm-up: first calls allocate
-        onnx_predictor.predict(texts[:64])
+        for predictor in (torch_default, torch_fp32, onnx_predictor):
+            predictor.predict(texts)  # warm-up: first calls allocate and pick kernels
 
-        torch_out, torch_s = timed(torch_predictor.predict, texts)
+        default_out, default_s = timed(torch_default.predict, texts)
+        fp32_out, fp32_s = timed(torch_fp32.predict, texts)
         onnx_out, onnx_s = timed(onnx_predictor.predict, texts)
-        same = sum(a == b for a, b in zip(as_tuples(torch_out), as_tuples(onnx_out)))
+        same = sum(a == b for a, b in zip(as_tuples(fp32_out), as_tuples(onnx_out)))
         results = {
+            "machine": stamp,
             "setup": {"model": str(args.run_dir or "all-MiniLM-L6-v2 + untrained CRF head"), "texts": len(texts),
-                      "text": "CoNLL-2003 test sentences", "batch_size": args.batch_size,
-                      "threads": args.threads, "cpu": platform.processor() or platform.machine(),
-                      "load_average_at_start": os.getloadavg()[0], "torch": torch.__version__},
-            "cli": {"torch": cli_throughput(torch_predictor, texts, work, "torch"),
+                      "text": "CoNLL-2003 test sentences", "batch_size": args.batch_size, "threads": args.threads,
+                      "torch_default_precision": torch_default.precision},
+            "cli": {"torch": cli_throughput(torch_default, texts, work, "torch"),
                     "onnx": cli_throughput(onnx_predictor, texts, work, "onnx")},
-            "onnx_vs_torch": {"export_seconds": export_s, "torch_seconds": torch_s, "onnx_seconds": onnx_s,
-                              "speedup": torch_s / onnx_s, "texts_with_identical_entities": same,
-                              "entities": sum(map(len, torch_out))},
-            "server": server_load(run_dir, torch_predictor, texts, args),
+            "onnx_vs_torch": {"export_seconds": export_s, "torch_default_seconds": default_s, "torch_fp32_seconds": fp32_s,
+                              "onnx_seconds": onnx_s, "speedup_vs_fp32": fp32_s / onnx_s,
+                              "speedup_vs_default": default_s / onnx_s, "texts_with_identical_entities_vs_fp32": same,
+                              "entities": sum(map(len, fp32_out))},
+            "server": server_load(run_dir, torch_default, texts, args),
         }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=1) + "\n")
+    save_results("serve", results, table(results))
 
-    cli, ox, srv = results["cli"], results["onnx_vs_torch"], results["server"]
+
+def table(results: dict) -> str:
+    m, setup, cli, ox, srv = (results[k] for k in ("machine", "setup", "cli", "onnx_vs_torch", "server"))
     rows = [
-        ("CLI throughput, PyTorch", f"{cli['torch']['texts_per_s']:.0f} texts/s"),
-        ("CLI throughput, ONNX Runtime", f"{cli['onnx']['texts_per_s']:.0f} texts/s"),
-        ("ONNX Runtime speed-up over PyTorch", f"{ox['speedup']:.2f}x ({ox['texts_with_identical_entities']}/{len(texts)} texts identical)"),
-        (f"server p50 / p99 ({srv['workers']} workers x {args.requests} requests x {srv['docs_per_request']} texts)",
-         f"{srv['p50_ms']:.0f} / {srv['p99_ms']:.0f} ms"),
-        ("server throughput", f"{srv['requests_per_s']:.1f} req/s, {srv['texts_per_s']:.0f} texts/s"),
-        ("server errors / responses differing from Python API", f"{srv['errors']} / {srv['responses_differing_from_python_api']}"),
+        [f"CLI throughput (`predict_file`, model load excluded), PyTorch {setup['torch_default_precision']}",
+         f"{cli['torch']['texts_per_s']:.0f} texts/s"],
+        ["CLI throughput, ONNX Runtime (fp32 graph)", f"{cli['onnx']['texts_per_s']:.0f} texts/s"],
+        ["ONNX Runtime vs PyTorch fp32, `predict` on the same texts",
+         f"{ox['speedup_vs_fp32']:.2f}x faster; {ox['texts_with_identical_entities_vs_fp32']}/{setup['texts']} texts with "
+         "identical entities"],
+        [f"ONNX Runtime vs PyTorch {setup['torch_default_precision']} (the default)", f"{ox['speedup_vs_default']:.2f}x"],
+        [f"server, {srv['workers']} client threads x {srv['requests'] // srv['workers']} requests x "
+         f"{srv['docs_per_request']} sentences: p50 / p99 latency",
+         f"{srv['p50_ms']:.0f} / {srv['p99_ms']:.0f} ms (requests queue: one prediction at a time)"],
+        ["server throughput", f"{srv['requests_per_s']:.1f} requests/s, {srv['texts_per_s']:.0f} texts/s; "
+         f"{srv['errors']} errors, {srv['responses_differing_from_python_api']} responses differing from `Predictor.predict`"],
     ]
-    width = max(len(name) for name, _ in rows)
-    print(f"{len(texts)} {results['setup']['text']}, {results['setup']['model']}, {args.threads} thread(s) for each runtime, "
-          f"load average {results['setup']['load_average_at_start']:.1f} at start")
-    for name, value in rows:
-        print(f"{name:<{width}}  {value}")
-    print(f"-> {RESULTS.relative_to(ROOT)}")
+    return (f"{setup['texts']} {setup['text']} as raw text, {setup['model']}, {setup['threads']} thread(s) for each "
+            f"runtime; commit {m['commit']}{' (dirty)' if m['dirty'] else ''}, {m['date']}, load average "
+            f"{m['load_average'][0]:.1f} at start\n\n" + markdown_table(["what", "result"], rows))
 
 
 if __name__ == "__main__":
