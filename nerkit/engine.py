@@ -91,6 +91,7 @@ class Engine:
         for epoch in range(state.epoch, math.ceil(total_steps / steps_per_epoch)):
             model.train()
             # The order depends only on (seed, epoch), so a resumed epoch skips exactly the batches done.
+            # A config from before batch_order (a run being resumed) was trained length-grouped.
             batches = BATCH_ORDERS[t.get("batch_order", "length")](lengths, t.batch_size * t.accumulate, self.seed + epoch)
             batches = batches[: total_steps - epoch * steps_per_epoch]
             for i in range(state.batch, len(batches)):

@@ -1,4 +1,4 @@
-"""Training examples (one per window), length-grouped batches and dynamic padding."""
+"""Training examples (one per window), the batch orders (random, length-grouped) and dynamic padding."""
 from __future__ import annotations
 
 import logging

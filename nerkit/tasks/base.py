@@ -41,7 +41,7 @@ class Task(ABC):
 
     @abstractmethod
     def lengths(self) -> list[int]:
-        """Per training example, its length in tokens (the engine groups similar lengths)."""
+        """Per training example, its length in tokens (for length-grouped batches and padding counts)."""
 
     @abstractmethod
     def batch(self, rows: Sequence[int]) -> Batch:
