@@ -1,6 +1,6 @@
 """Regenerate the READMEs' figure blocks from the benchmark results files.
 
-    python -m bench.readme_figures          # rewrite the blocks in README.md and bench/README.md
+    python -m bench.readme_figures          # rewrite the blocks in README.md, bench/README.md, docs/*.md
     python -m bench.readme_figures --check  # exit 1 (and show the difference) if one is stale
 
 A block is ``<!-- figures:NAME -->`` ... ``<!-- /figures -->``; its body is rebuilt from
@@ -73,11 +73,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--check", action="store_true", help="do not write; exit 1 if a README differs")
     parser.add_argument("--readme", type=Path, action="append",
-                        help="a README to regenerate (repeatable; default: README.md and bench/README.md)")
+                        help="a file to regenerate (repeatable; default: README.md, bench/README.md, docs/*.md)")
     parser.add_argument("--results", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     stale = False
-    for readme in args.readme or [ROOT / "README.md", ROOT / "bench" / "README.md"]:
+    for readme in args.readme or [ROOT / "README.md", ROOT / "bench" / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
         current = readme.read_text(encoding="utf-8")
         fresh = regenerate(current, args.results)
         if fresh == current:

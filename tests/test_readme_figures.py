@@ -62,4 +62,4 @@ def test_missing_results_file_is_named(tmp_path):
 
 
 def test_the_real_readme_figures_are_up_to_date():
-    assert main(["--results", str(RESULTS), "--check"]) == 0  # README.md and bench/README.md
+    assert main(["--results", str(RESULTS), "--check"]) == 0  # README.md, bench/README.md, docs/*.md
