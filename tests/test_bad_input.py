@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 
 import pytest
 import torch
@@ -101,6 +102,15 @@ def test_non_utf8_and_missing_files(tmp_path):
         read_conll(tmp_path / "nope.conll")
     with pytest.raises(DataError, match=r"nope.json: file not found"):
         read_json_spans(tmp_path / "nope.json")
+
+    with pytest.raises(DataError, match=r"nope.conll: file not found$"):  # absolute: the path says it all
+        read_conll(tmp_path / "nope.conll")
+
+
+def test_a_missing_relative_path_names_the_directory_it_was_looked_for_in(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DataError, match=rf"data/sample/train.conll: file not found \(relative to the current directory {re.escape(str(tmp_path))}\)"):
+        read_conll("data/sample/train.conll")
 
 
 # --- JSON span files ---------------------------------------------------------------------------

@@ -63,10 +63,16 @@ class ReadStats:
                 log.warning("%s: %d %s", path, count, name.replace("_", " "))
 
 
+def _not_found(path: Path) -> DataError:
+    """A missing data file; a relative path says which directory it was looked for in."""
+    where = "" if path.is_absolute() else f" (relative to the current directory {Path.cwd()})"
+    return DataError(path, None, "file not found" + where)
+
+
 def _read_lines(path: str | Path) -> list[str]:
     path = Path(path)
     if not path.is_file():
-        raise DataError(path, None, "file not found")
+        raise _not_found(path)
     raw = path.read_bytes()
     try:
         text = raw.decode("utf-8-sig")  # a leading BOM is not part of the data
@@ -342,7 +348,7 @@ def split_documents(documents: list[Document], held_out: float | int, seed: int,
 def _xml_root(path: str | Path) -> ElementTree.Element:
     path = Path(path)
     if not path.is_file():
-        raise DataError(path, None, "file not found")
+        raise _not_found(path)
     try:
         return ElementTree.parse(path).getroot()
     except ElementTree.ParseError as err:
