@@ -2,8 +2,9 @@
 
     python -m bench.conll2003_full [--rows baseline,softmax,crf,global_pointer,efficient_global_pointer,bilstm]
 
-(``softmax_random``, not run by default: the softmax row with uniformly random batches, as the
-Trainer draws them, instead of nerkit's length-grouped ones.)
+(``VARIANTS``, run only when named: ``softmax_random``, the softmax row with uniformly random
+batches as the Trainer draws them; ``softmax_word_weighted``, length-grouped batches with a loss
+in which every word weighs the same whatever its batch.)
 
 Every row trains on all 14,041 train sentences with one recipe (``RECIPE``, printed in the
 table), picks its best epoch on dev, and is scored by nerkit.evaluation on the dataset's own
@@ -20,8 +21,10 @@ stamps (``other_runs``); they are never re-stamped.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import math
 import os
 import shutil
 import tempfile
@@ -31,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from datasets import Dataset
+from torch.nn import functional as F
 from transformers import (
     AutoModelForTokenClassification,
     AutoTokenizer,
@@ -45,11 +49,16 @@ from nerkit.data.encoding import AlignmentStats
 from nerkit.data.readers import Document, read_conll
 from nerkit.data.schemes import get_scheme
 from nerkit.evaluation import gold_token_spans, score
+from nerkit.heads.softmax import SoftmaxHead
 from nerkit.train import train
 
 log = logging.getLogger("bench.conll2003_full")
 DEFAULT_SEED = 42
-ROWS = ["baseline", "softmax", "crf", "global_pointer", "efficient_global_pointer", "bilstm", "softmax_random"]
+ROWS = ["baseline", "softmax", "crf", "global_pointer", "efficient_global_pointer", "bilstm"]
+# Softmax rows that differ from "softmax" in one thing, run on request (--rows): name -> (head column,
+# trainer.batch_order, every word weighs the same in the loss).
+VARIANTS = {"softmax_random": ("softmax (random batches)", "random", False),
+            "softmax_word_weighted": ("softmax (length-grouped, words weigh the same)", "length", True)}
 GOALS = {"softmax_vs_baseline": -0.003, "crf_vs_softmax": 0.0, "global_pointer_vs_softmax": 0.0}
 
 
@@ -73,23 +82,43 @@ def nerkit_row(name: str, args: argparse.Namespace) -> dict:
         system, head = "nerkit BiLSTM", "crf"
         overrides = ["encoder=bilstm", "head=crf", f"trainer.epochs={args.bilstm_epochs}", f"trainer.lr={args.bilstm_lr}"]
     else:
-        # softmax_random: uniformly random batches, as the Trainer draws them, instead of length-grouped ones.
-        system, head = "nerkit MiniLM", name.replace("_random", " (random batches)")
-        overrides = ["encoder=bert", f"head={name.removesuffix('_random')}", f"trainer.epochs={args.epochs}",
-                     f"trainer.lr={args.lr}", f"trainer.batch_order={'random' if name.endswith('_random') else 'length'}"]
+        system, (head, order, _) = "nerkit MiniLM", VARIANTS.get(name, (name, "length", False))
+        overrides = ["encoder=bert", f"head={name.split('_')[0] if name in VARIANTS else name}",
+                     f"trainer.epochs={args.epochs}", f"trainer.lr={args.lr}", f"trainer.batch_order={order}"]
     overrides += ["data=conll2003", f"data.root={CONLL}", f"seed={args.seed}", f"max_length={args.max_length}",
                   f"trainer.batch_size={args.batch_size}", "trainer.warmup_ratio=0.1", "trainer.device=cpu",
                   f"trainer.precision={args.precision}", "trainer.keep_checkpoints=0", "report_errors=false",
                   *limits(args)]
     # Other seeds keep their own weights: the default seed's are what bench/longtext.py reads.
     out = RUNS / (f"conll2003_full_{name}" + ("" if args.seed == DEFAULT_SEED else f"_seed{args.seed}"))
-    train(compose_cfg(overrides), out)
+    with words_weigh_the_same(args) if VARIANTS.get(name, (None, None, False))[2] else contextlib.nullcontext():
+        train(compose_cfg(overrides), out)
     metrics = json.loads((out / "metrics.json").read_text())
     test = metrics["test"]
     return {"system": system, "head": head, "dev_f1": metrics["best_dev_f1"], "test_f1": test["f1"],
             "test_ci95": test["ci95"], "test_precision": test["precision"], "test_recall": test["recall"],
             "train_s": round(metrics["train_seconds"]), "scored_units": test["scored_units"],
             "dev_history": [h["dev"]["f1"] for h in metrics["history"]], "overrides": overrides, "run_dir": str(out)}
+
+
+@contextlib.contextmanager
+def words_weigh_the_same(args: argparse.Namespace):
+    """The softmax loss as the sum over a batch's words divided by the data's mean words per batch
+    (a constant) instead of the batch's own word count, so that a word weighs the same in a batch
+    of short lines as in one of long sentences (an experiment on the batch-order gap)."""
+    docs = read_conll(CONLL / "train.txt", limit=args.train_sentences)
+    words_per_batch = sum(len(d.tokens) for d in docs) / math.ceil(len(docs) / args.batch_size)
+    original = SoftmaxHead.loss
+
+    def loss(self, scores, mask, spans):
+        targets = self.tag_targets(spans, scores.shape[1]).to(scores.device)
+        return F.cross_entropy(scores[mask].float(), targets[mask], reduction="sum") / words_per_batch
+
+    SoftmaxHead.loss = loss
+    try:
+        yield
+    finally:
+        SoftmaxHead.loss = original
 
 
 def limits(args: argparse.Namespace) -> list[str]:
@@ -243,7 +272,8 @@ def table(results: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rows", default=",".join(ROWS[:-1]), help=f"comma-separated subset of {ROWS}, run in that order")
+    parser.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated subset of {ROWS + list(VARIANTS)}, "
+                                                              "run in that order")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--lr", type=float, default=5e-5)
     parser.add_argument("--batch-size", type=int, default=16)
@@ -262,8 +292,8 @@ def main() -> None:
     if args.merge:
         return merge(args.out, args.merge)
     rows = args.rows.split(",")
-    if unknown := set(rows) - set(ROWS):
-        parser.error(f"unknown rows {sorted(unknown)}; choose from {ROWS}")
+    if unknown := set(rows) - set(ROWS) - set(VARIANTS):
+        parser.error(f"unknown rows {sorted(unknown)}; choose from {ROWS + list(VARIANTS)}")
     stamp = machine_info()  # taken once, now: every row of this run carries it
     torch.set_num_threads(args.threads)
     os.environ["OMP_NUM_THREADS"] = str(args.threads)

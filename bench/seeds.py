@@ -22,7 +22,8 @@ from bench.common import RESULTS, markdown_table, save_results
 
 SEEDS_DIR = RESULTS / "conll2003_seeds"
 SYSTEMS = {"baseline": "HF AutoModelForTokenClassification + Trainer", "softmax": "nerkit MiniLM softmax",
-           "softmax_random": "nerkit MiniLM softmax, random batches"}
+           "softmax_random": "nerkit MiniLM softmax, random batches",
+           "softmax_word_weighted": "nerkit MiniLM softmax, length-grouped, words weigh the same"}
 
 
 def runs_of(path: Path) -> list[dict]:
