@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import socket
 import subprocess
@@ -91,3 +92,12 @@ def multirun(tmp: Path, *overrides: str, timeout: int = 400) -> tuple[subprocess
                "trainer.max_steps=2", f"hydra.sweep.dir={sweep_dir}", *overrides]
     done = subprocess.run(command, check=False, cwd=tmp, env=env, capture_output=True, text=True, timeout=timeout)
     return done, sweep_dir
+
+
+def require(module: str, install: str):
+    """Import a module a test needs. Its absence fails the test with how to install it: a skipped
+    test would look green while testing nothing."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        pytest.fail(f"{module} is not installed: {install}")

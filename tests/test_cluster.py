@@ -2,7 +2,7 @@
 a failed job's record there, the SLURM config as sbatch sees it, an Optuna search that survives
 being killed, and ``accelerate launch`` with two CPU processes.
 
-The launcher tests need the ``cluster`` extra (``pip install -e .[cluster]``) and skip without it."""
+The launcher tests need the ``cluster`` extra (``pip install -e .[cluster]``) and fail without it."""
 from __future__ import annotations
 
 import json
@@ -22,9 +22,10 @@ from omegaconf import DictConfig, OmegaConf
 from safetensors.torch import load_file
 from transformers import BertConfig
 
-from tests.helpers import CONF_DIR, TOY_SENTENCES, multirun, write_conll
+from tests.helpers import CONF_DIR, TOY_SENTENCES, multirun, require, write_conll
 
 REPO = Path(__file__).resolve().parents[1]
+CLUSTER = "pip install -e .[cluster]"
 
 
 
@@ -48,7 +49,7 @@ def assert_two_jobs_trained_and_one_failed(done: subprocess.CompletedProcess, sw
 
 @pytest.mark.slow
 def test_submitit_runs_each_job_in_its_own_process_and_records_the_failed_one(tmp_path, tiny_bert_dir):
-    pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="pip install -e .[cluster]")
+    require("hydra_plugins.hydra_submitit_launcher", CLUSTER)
     done, sweep_dir = multirun(tmp_path, "hydra/launcher=submitit_local", f"encoder.pretrained={tiny_bert_dir}",
                                "head.scheme=BIO,IOBES,NOPE")
     assert_two_jobs_trained_and_one_failed(done, sweep_dir)
@@ -62,8 +63,8 @@ def test_submitit_runs_each_job_in_its_own_process_and_records_the_failed_one(tm
 @pytest.fixture(scope="module")
 def ray_cluster() -> str:
     """A 2-CPU Ray instance of this test process, as `ray start --head` would give; its address."""
-    ray = pytest.importorskip("ray", reason="pip install -e .[cluster]")
-    pytest.importorskip("hydra_plugins.hydra_ray_launcher", reason="pip install -e .[cluster]")
+    ray = require("ray", CLUSTER)
+    require("hydra_plugins.hydra_ray_launcher", CLUSTER)
     old = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = str(REPO)  # the Ray workers (this process's children) import nerkit from here
     try:
@@ -99,7 +100,7 @@ class KillAtJob(Callback):
 
 @pytest.mark.slow
 def test_a_killed_optuna_search_continues_where_it_stopped_when_rerun(tmp_path, tiny_bert_dir):
-    optuna = pytest.importorskip("optuna")
+    optuna = require("optuna", "pip install -e .[test]")
     search = ["hparams_search=optuna", "hydra.sweeper.params=null", "head.dropout=interval(0.0,0.5)",
               "hydra.sweeper.n_trials=3", f"encoder.pretrained={tiny_bert_dir}"]
     kill = ["+hydra.callbacks.kill._target_=tests.test_cluster.KillAtJob", "+hydra.callbacks.kill.job=1",
@@ -141,7 +142,7 @@ def test_a_killed_optuna_search_continues_where_it_stopped_when_rerun(tmp_path, 
 def test_accelerate_launch_starts_two_cpu_processes_that_train_the_model_of_one(tiny_bert_dir, tmp_path):
     # `accelerate launch --cpu` starts one process (several only through mpirun, whose environment
     # nerkit does not read); --multi_gpu starts torchrun's processes, which train on CPU (gloo) too.
-    pytest.importorskip("accelerate")
+    require("accelerate", CLUSTER)
     bert = tmp_path / "bert"  # without dropout, which draws from each process's own random stream
     shutil.copytree(tiny_bert_dir, bert)
     config = BertConfig.from_pretrained(bert)
@@ -171,7 +172,7 @@ def test_accelerate_launch_starts_two_cpu_processes_that_train_the_model_of_one(
 
 
 def test_slurm_config_asks_sbatch_for_requeue_and_a_signal_before_the_timeout(tmp_path, monkeypatch):
-    submitit = pytest.importorskip("submitit", reason="pip install -e .[cluster]")
+    submitit = require("submitit", CLUSTER)
     from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):

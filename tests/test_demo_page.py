@@ -1,7 +1,7 @@
 """The demo page (GET /) and the error report, in a real headless Chromium driven by Selenium.
 
 The browser tests need Debian's ``chromium`` and ``chromium-driver`` (.ci/run installs them);
-without them they are skipped with that reason. Screenshots go to tests/artifacts/ (git-ignored).
+without them they fail, naming what to install. Screenshots go to tests/artifacts/ (git-ignored).
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from nerkit.data.readers import read_conll
 from nerkit.error_report import write_error_report
 from nerkit.predict import Predictor
 from nerkit.serve import Limits, create_app
-from tests.helpers import TOY_SENTENCES, save_tiny_run, serving, write_conll
+from tests.helpers import TOY_SENTENCES, require, save_tiny_run, serving, write_conll
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
 LIMITS = Limits(max_docs=4, max_chars=400, max_bytes=3000)
@@ -30,8 +30,8 @@ TEXT = ("John Smith works for Siemens in Berlin <b>and</b> lives in Paris. Maria
 def browser():
     chromium, driver = shutil.which("chromium") or shutil.which("chromium-browser"), shutil.which("chromedriver")
     if not (chromium and driver):
-        pytest.skip("Chromium not installed (apt-get install chromium chromium-driver)")
-    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium not installed (pip install selenium)")
+        pytest.fail("Chromium is not installed: apt-get install chromium chromium-driver (.ci/run does)")
+    webdriver = require("selenium.webdriver", "pip install -e .[test]")
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
     for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--window-size=1100,1000"):

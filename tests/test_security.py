@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -23,12 +24,16 @@ def good_run(tiny_bert_dir, tmp_path_factory) -> Path:
 
 
 def _copy_run(good_run: Path, directory: Path) -> Path:
-    for path in good_run.rglob("*"):
-        if path.is_file():
-            target = directory / path.relative_to(good_run)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(path.read_bytes())
-    return directory
+    return Path(shutil.copytree(good_run, directory))
+
+
+def _batch_cli_refuses(run: Path, tmp_path: Path, message: str) -> None:
+    """The batch CLI (python -m nerkit.predict) loads a run as Predictor.from_run does: refused, no output."""
+    source, output = tmp_path / "in.txt", tmp_path / "out.jsonl"
+    source.write_text("John lives in Berlin\n")
+    with pytest.raises(UnsafeRunError, match=message):
+        predict_main([f"run_dir={run}", f"input={source}", f"output={output}", "progress=false"])
+    assert not output.exists()
 
 
 def _tampered_run(good_run: Path, tmp_path: Path, edit) -> tuple[Path, Path, Path]:
@@ -60,13 +65,8 @@ def test_a_target_in_a_run_config_is_refused_before_anything_is_built(good_run, 
     run, victim, _ = _tampered_run(good_run, tmp_path, ATTACKS[attack])
     with pytest.raises(UnsafeRunError, match=r"config.yaml names code .* nothing was built:\n.*'shutil.copyfile'"):
         Predictor.from_run(run, "cpu")
-    # The batch CLI (python -m nerkit.predict) loads the same way.
-    source = tmp_path / "in.txt"
-    source.write_text("John lives in Berlin\n")
-    with pytest.raises(UnsafeRunError, match="shutil.copyfile"):
-        predict_main([f"run_dir={run}", f"input={source}", f"output={tmp_path / 'out.jsonl'}", "progress=false"])
+    _batch_cli_refuses(run, tmp_path, "shutil.copyfile")
     assert victim.read_text() == VICTIM_TEXT
-    assert not (tmp_path / "out.jsonl").exists()
 
 
 def test_other_instantiate_keys_and_interpolations_are_refused(good_run, tmp_path):
@@ -160,10 +160,7 @@ def test_remote_code_runs_only_when_the_caller_asks(good_run, tmp_path, config_s
     refused = r"encoder.trust_remote_code=true" if config_says else r"config.json maps classes to custom code"
     with pytest.raises(UnsafeRunError, match=rf"{refused}.*pass trust_remote_code=True"):
         Predictor.from_run(run, "cpu")
-    source = tmp_path / "in.txt"
-    source.write_text("John lives in Berlin\n")
-    with pytest.raises(UnsafeRunError, match="trust_remote_code=true"):
-        predict_main([f"run_dir={run}", f"input={source}", f"output={tmp_path / 'out.jsonl'}", "progress=false"])
+    _batch_cli_refuses(run, tmp_path, "trust_remote_code=true")
     assert not marker.exists()
     # The caller's word is the one that counts: then the encoder's own code runs, and the model works.
     predictor = Predictor.from_run(run, "cpu", trust_remote_code=True)
