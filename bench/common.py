@@ -152,3 +152,10 @@ def save_results(name: str, results: dict, table: str) -> Path:
     print(table)
     print(f"\nwrote {path}")
     return path
+
+
+def window_lengths(text_encoder, texts: Sequence[str]) -> list[int]:
+    """Real (non-padding) model input tokens of every window the texts are cut into, special
+    tokens included: the unit of every tokens/s figure in bench/."""
+    specials = len(text_encoder.prefix_ids) + len(text_encoder.suffix_ids)
+    return [w.token_end - w.token_start + specials for enc in text_encoder.encode(texts) for w in enc.windows]

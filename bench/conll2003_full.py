@@ -50,6 +50,7 @@ from nerkit.data.readers import Document, read_conll
 from nerkit.data.schemes import get_scheme
 from nerkit.evaluation import gold_token_spans, score
 from nerkit.heads.softmax import SoftmaxHead
+from nerkit.runs import write_text_atomically
 from nerkit.train import train
 
 log = logging.getLogger("bench.conll2003_full")
@@ -218,9 +219,7 @@ def save(path: Path, results: dict, previous: list[dict]) -> None:
     others = [run | {"rows": [r for r in run["rows"] if r.get("key") not in done]} for run in previous]
     results["other_runs"] = [run for run in others if run["rows"]]
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(results, indent=1))
-    tmp.replace(path)  # never a half-written results file
+    write_text_atomically(path, json.dumps(results, indent=1))  # never a half-written results file
     table_text = table(results)
     path.with_suffix(".md").write_text(table_text + "\n")
     print(table_text, flush=True)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from bench.common import CONLL, RUNS, machine_info, markdown_table, save_results
+from bench.common import CONLL, RUNS, machine_info, markdown_table, save_results, window_lengths
 from nerkit.data.readers import read_conll
 from nerkit.predict import Predictor
 
@@ -69,7 +69,7 @@ def main() -> None:
         predictor = Predictor.from_run(args.run_dir, "cpu", precision=precision, compile=compile)
         predictor.predict(texts)  # warm up (oneDNN primitive caches; compiled shapes)
         split = split_times(predictor, texts, args.rounds)
-        results["rows"][name] = {**split, "real_tokens_per_s": real_tokens(predictor, texts) / split["total"]}
+        results["rows"][name] = {**split, "real_tokens_per_s": sum(window_lengths(predictor.text_encoder, texts)) / split["total"]}
         if name == "bf16":
             results["bf16_operators"] = operator_shares(predictor, texts)
         if args.cprofile and name == "bf16":
@@ -86,12 +86,6 @@ def operator_shares(predictor: Predictor, texts: list[str], top: int = 8) -> dic
     events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
     total = sum(e.self_cpu_time_total for e in events)
     return {e.key: e.self_cpu_time_total / total for e in events[:top]}
-
-
-def real_tokens(predictor: Predictor, texts: list[str]) -> int:
-    """The model's input tokens of every window, special tokens included, padding not (as bench.speed)."""
-    specials = len(predictor.text_encoder.prefix_ids) + len(predictor.text_encoder.suffix_ids)
-    return sum(w.token_end - w.token_start + specials for enc in predictor.text_encoder.encode(texts) for w in enc.windows)
 
 
 def table(results: dict) -> str:

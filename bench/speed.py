@@ -75,6 +75,7 @@ from bench.common import (
     save_results,
     seqeval_strict,
     spans_to_iob2,
+    window_lengths,
     write_subset,
 )
 from nerkit.config import embedded_model_path
@@ -123,14 +124,14 @@ def matmul_flops(dtype: torch.dtype, device: str = "cpu", n: int = 1024, seconds
     return 2 * n**3 * count / (time.perf_counter() - t0)
 
 
-def encoder_flops(model: NerModel, window_lengths: list[int]) -> float:
+def encoder_flops(model: NerModel, lengths: list[int]) -> float:
     """Forward FLOPs over windows of the given real lengths: 2 per non-embedding weight per token
     (head included), plus attention scores and their weighted sum (4 * L^2 * hidden per layer)."""
     bert = model.encoder.model
     embedding = sum(p.numel() for p in bert.embeddings.parameters())
     weights = sum(p.numel() for p in model.parameters()) - embedding
     layers, hidden = bert.config.num_hidden_layers, bert.config.hidden_size
-    return float(sum(2 * weights * n + 4 * layers * hidden * n * n for n in window_lengths))
+    return float(sum(2 * weights * n + 4 * layers * hidden * n * n for n in lengths))
 
 
 def load_model(run_dir: Path) -> NerModel:
@@ -230,9 +231,7 @@ def bench_predict(model: NerModel, run_dir: Path, docs, args: argparse.Namespace
     precision_of = {"nerkit bf16 compiled": "bf16", "onnx fp32": "fp32", "onnx int8 (dynamic)": "int8",
                     **{f"{side} {p}": p for side in ("nerkit", "pipeline") for p in precisions}}
 
-    encodings = fp32.text_encoder.encode(texts)
-    specials = len(fp32.text_encoder.prefix_ids) + len(fp32.text_encoder.suffix_ids)
-    lengths = [w.token_end - w.token_start + specials for enc in encodings for w in enc.windows]
+    lengths = window_lengths(fp32.text_encoder, texts)
     real_tokens, flops = sum(lengths), encoder_flops(model, lengths)
 
     names = list(systems)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import random
 import time
 from pathlib import Path
@@ -34,6 +33,7 @@ from nerkit.data.batching import BATCH_ORDERS
 from nerkit.distributed import Processes
 from nerkit.optim import adamw
 from nerkit.precision import autocast, check_precision
+from nerkit.runs import write_text_atomically
 from nerkit.tasks.base import Task
 
 log = logging.getLogger(__name__)
@@ -209,7 +209,7 @@ class RunLog:
             # Records past the checkpoint belong to the crashed attempt; the resumed run writes them again.
             kept = [line for line in self.jsonl.read_text().splitlines(keepends=True)
                     if json.loads(line)["step"] <= resumed_at]
-            _write_atomically(self.jsonl, "".join(kept))
+            write_text_atomically(self.jsonl, "".join(kept))
         elif resumed_at is None:
             self.jsonl.unlink(missing_ok=True)
         self.tensorboard = _summary_writer(output_dir / "tb", trainer.tensorboard, resumed_at)
@@ -259,7 +259,7 @@ class RunLog:
         summary = {f"best_dev_{results['metric']}": state.best_metric, "best_step": state.best_step,
                    "steps": state.step, "train_seconds": state.elapsed, "history": state.history, **results,
                    "finished": finished}
-        _write_atomically(self.output_dir / "metrics.json", json.dumps(summary, indent=1))
+        write_text_atomically(self.output_dir / "metrics.json", json.dumps(summary, indent=1))
         if finished and self.tensorboard:
             self.tensorboard.close()
 
@@ -277,9 +277,3 @@ def _summary_writer(directory: Path, setting: str | bool, resumed_at: int | None
     if setting not in (True, "true", "auto"):
         raise ValueError(f"trainer.tensorboard must be auto, true or false, got {setting!r}")
     return SummaryWriter(str(directory), purge_step=resumed_at + 1 if resumed_at is not None else None)
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)

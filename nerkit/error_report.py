@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import html
 import json
-import os
-import tempfile
 from collections import Counter
 from importlib import resources
 from pathlib import Path
@@ -33,6 +31,7 @@ from nerkit.error_analysis import (
     window_edges,
 )
 from nerkit.predict import Predictor
+from nerkit.runs import write_text_atomically
 
 CLASS_TITLES = {
     "missed": "Missed entirely (no prediction overlaps the gold span)",
@@ -287,24 +286,12 @@ def render_html(report: dict, title: str) -> str:
             f'<style>{css}{REPORT_CSS}</style></head><body><main>{"".join(parts)}</main></body></html>\n')
 
 
-def _write_atomic(path: Path, content: str) -> None:
-    """Write to a temporary file beside ``path`` and rename: never a half-written report."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(content)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
 def write_error_report(predictor: Predictor, documents: Sequence[Document], run_dir: str | Path, split_name: str,
                        margin: int = 3) -> Path:
     """Analyse ``documents`` and write ``errors.json`` and ``errors.html`` into ``run_dir``; returns the HTML path."""
     run_dir = Path(run_dir)
     report = {"split": split_name, **analyze(predictor, documents, margin)}
-    _write_atomic(run_dir / "errors.json", json.dumps(report, ensure_ascii=False, indent=1))
+    write_text_atomically(run_dir / "errors.json", json.dumps(report, ensure_ascii=False, indent=1))
     path = run_dir / "errors.html"
-    _write_atomic(path, render_html(report, f"Errors of {run_dir.name} on {split_name}"))
+    write_text_atomically(path, render_html(report, f"Errors of {run_dir.name} on {split_name}"))
     return path

@@ -17,6 +17,7 @@ import importlib
 import json
 import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -215,3 +216,15 @@ def _check_remote_code(directory: Path, cfg: DictConfig, trust_remote_code: bool
                 raise UnsafeRunError(f"{path} maps classes to custom code (auto_map): {hint}")
     if "trust_remote_code" in cfg.encoder:
         cfg.encoder.trust_remote_code = trust_remote_code
+
+
+def write_text_atomically(path: Path, text: str) -> None:
+    """Write to a temporary file beside ``path`` and rename it: a reader never sees half a file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
