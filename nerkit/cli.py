@@ -5,15 +5,34 @@ from __future__ import annotations
 import logging
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import Any, Protocol, Sequence, TypeVar
 
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-if TYPE_CHECKING:  # torch is imported only for backend=torch: backend=onnx runs without it
-    from nerkit.predict import Predictor
+from nerkit.data.encoding import Entity
 
 T = TypeVar("T")
+
+
+class TextPredictor(Protocol):
+    """What the faces need of a predictor: ``nerkit.predict.Predictor`` (torch) and
+    ``nerkit.onnx_predict.OnnxPredictor`` (no torch) both are one. Typed by this protocol, a face
+    imports neither: torch is imported only for backend=torch."""
+
+    batch_size: int
+    precision: str
+
+    @property
+    def entity_types(self) -> list[str]: ...
+
+    @property
+    def head_name(self) -> str: ...
+
+    def predict(self, texts: Sequence[str]) -> list[list[Entity]]: ...
+
+    def scores(self, *batch: Any) -> Any:
+        """One padded batch's window scores (the server wraps it to stop between batches)."""
 
 
 class Backend(str, Enum):
@@ -50,9 +69,17 @@ def setup_logging() -> None:
         logging.getLogger(name).setLevel(logging.INFO)
 
 
+def require_positive(cfg: Any, *names: str) -> None:
+    """``bad argument`` for any of the integer options ``names`` below 1 (None means the default)."""
+    for name in names:
+        value = getattr(cfg, name)
+        if value is not None and value < 1:
+            raise SystemExit(f"bad argument: {name}={value}: must be at least 1")
+
+
 def load_predictor(run_dir: str | Path, backend: Backend = Backend.torch, device: str | None = None,
                    batch_size: int = 64, threads: int | None = None, trust_remote_code: bool = False,
-                   precision: str = "auto", compile: bool = False) -> Predictor:
+                   precision: str = "auto", compile: bool = False) -> TextPredictor:
     if Backend(backend) is Backend.onnx:
         from nerkit.onnx_predict import OnnxPredictor  # lazy: onnxruntime is an extra
 

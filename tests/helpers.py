@@ -62,13 +62,13 @@ def shared_data(relative: str) -> Path:
 
 
 @contextlib.contextmanager
-def serving(app):
-    """Serve ``app`` on a free port of 127.0.0.1 in a background thread; yield its URL."""
+def serving(app, **options):
+    """Serve ``app`` on a free port of 127.0.0.1 in a background thread (``options``: uvicorn.Config's); yield its URL."""
     import uvicorn  # the serve extra
 
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", **options))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 60

@@ -1,8 +1,13 @@
 """The HTTP service, run as a real uvicorn server on 127.0.0.1."""
 from __future__ import annotations
 
+import json
 import logging
+import os
 import random
+import socket
+import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -12,9 +17,11 @@ import httpx
 import pytest
 
 from nerkit import serve
+from nerkit.export import export_onnx
+from nerkit.onnx_predict import OnnxPredictor
 from nerkit.predict import Predictor
-from nerkit.serve import Limits, create_app, main
-from tests.helpers import save_tiny_run, serving
+from nerkit.serve import Limits, create_app, http_protocol, main
+from tests.helpers import ROOT, save_tiny_run, serving
 
 WORDS = "John Smith Maria Siemens Berlin Paris lives works for in hired yesterday and the . ,".split()
 LIMITS = Limits(max_docs=4, max_chars=400, max_bytes=3000)
@@ -25,18 +32,24 @@ def predictor(tiny_bert_dir, tmp_path_factory) -> Predictor:
     return Predictor.from_run(save_tiny_run(tiny_bert_dir, tmp_path_factory.mktemp("run")), "cpu")
 
 
-
-
 @pytest.fixture(scope="module")
 def url(predictor):
     with serving(create_app(predictor, LIMITS)) as address:
         yield address
 
 
-def request_texts(i: int) -> list[str]:
-    """Request i's texts: 1 to 4 texts of 0 to 40 words (up to several windows each)."""
+def request_texts(i: int, max_docs: int = LIMITS.max_docs) -> list[str]:
+    """Request i's texts: 1 to ``max_docs`` texts of 0 to 40 words (up to several windows each)."""
     rng = random.Random(i)
-    return [" ".join(rng.choices(WORDS, k=rng.randint(0, 40))) for _ in range(rng.randint(1, LIMITS.max_docs))]
+    return [" ".join(rng.choices(WORDS, k=rng.randint(0, 40))) for _ in range(rng.randint(1, max_docs))]
+
+
+def assert_same_as_predict(got: list[list[dict]], expected) -> None:
+    """A response's entities are ``Predictor.predict``'s for the same texts."""
+    assert [[(e["start"], e["end"], e["label"], e["text"]) for e in doc] for doc in got] == [
+        [(e.start, e.end, e.label, e.text) for e in doc] for doc in expected
+    ]
+    assert [e["score"] for doc in got for e in doc] == pytest.approx([e.score for doc in expected for e in doc], abs=1e-6)
 
 
 def test_concurrent_load_matches_the_python_api(url, predictor):
@@ -49,26 +62,20 @@ def test_concurrent_load_matches_the_python_api(url, predictor):
         results = list(pool.map(call, range(200)))
 
     assert [status for _, status, _ in results] == [200] * 200
-    n_entities = 0
     for i, _, body in results:
-        expected = predictor.predict(request_texts(i))
-        assert len(body["entities"]) == len(expected)
-        for got, want in zip(body["entities"], expected):
-            assert [(e["start"], e["end"], e["label"], e["text"]) for e in got] == [
-                (e.start, e.end, e.label, e.text) for e in want
-            ]
-            assert [e["score"] for e in got] == pytest.approx([e.score for e in want], abs=1e-6)
-            n_entities += len(got)
-    assert n_entities > 0
+        assert_same_as_predict(body["entities"], predictor.predict(request_texts(i)))
+    assert sum(len(doc) for _, _, body in results for doc in body["entities"]) > 0
 
 
 def test_health(url, predictor):
     response = httpx.get(f"{url}/health")
     assert response.status_code == 200
     body = response.json()
-    assert body["status"] == "ok" and body["state"] == "idle" and body["current_request_seconds"] is None
+    assert body["status"] == "ok" and body["state"] == "idle" and body["current_batch_seconds"] is None
+    assert body["waiting_requests"] == body["waiting_texts"] == body["current_batch_requests"] == 0
     assert body["entity_types"] == predictor.model.head.entity_types
-    assert body["limits"] == {"max_docs": 4, "max_chars": 400, "max_bytes": 3000, "request_timeout": 60.0}
+    assert body["limits"] == {"max_docs": 4, "max_chars": 400, "max_bytes": 3000, "request_timeout": 60.0,
+                              "read_timeout": 30.0}
 
 
 def test_limits_give_clear_errors(url):
@@ -105,6 +112,8 @@ def test_command_line_requires_a_run_dir():
         main(["port=9000"])
     with pytest.raises(FileNotFoundError, match="not a complete nerkit run directory"):
         main([f"run_dir={Path(__file__).parent}"])
+    with pytest.raises(SystemExit, match="bad argument: batch_size=0: must be at least 1"):
+        main([f"run_dir={Path(__file__).parent}", "batch_size=0"])
 
 
 def test_invalid_unicode_gets_a_clean_422_that_echoes_nothing(url):
@@ -152,7 +161,8 @@ def test_an_abandoned_request_stops_and_health_tells_busy_from_idle(tiny_bert_di
             time.sleep(0.05)
         time.sleep(1)
         health = client.get("/health").json()  # answered at once, while the model is busy
-        assert health["state"] == "busy" and health["current_request_seconds"] >= 1
+        assert health["state"] == "busy" and health["current_batch_seconds"] >= 1
+        assert health["current_batch_requests"] == 1 and health["waiting_requests"] == 0
         abandoned.join()
         started = time.monotonic()
         response = client.post("/predict", json={"texts": ["John Smith lives in Berlin ."]})
@@ -171,7 +181,9 @@ def test_a_request_over_its_deadline_gets_504_and_frees_the_model(tiny_bert_dir,
         assert response.status_code == 504 and time.monotonic() - started < 8
         assert response.json()["detail"] == ("prediction did not finish within request_timeout=1.5s; "
                                              "send fewer or shorter texts")
-        assert client.get("/health").json()["state"] == "idle"
+        answered = time.monotonic()
+        wait_for_health(client, state="idle")  # the model stops at its next batch
+        assert time.monotonic() - answered < 3
         assert client.post("/predict", json={"texts": ["Berlin"]}).status_code == 200
 
 
@@ -206,3 +218,191 @@ def test_serving_beyond_localhost_without_a_token_warns(predictor, monkeypatch, 
         assert httpx.post(f"{url}/predict", json={"texts": ["x"]}).status_code == 401
         ok = httpx.post(f"{url}/predict", json={"texts": ["x"]}, headers={"Authorization": "Bearer from-env"})
         assert ok.status_code == 200 and len(ok.json()["entities"]) == 1
+
+
+def test_the_bearer_scheme_is_matched_case_insensitively(predictor):
+    with serving(create_app(predictor, LIMITS, auth_token="s3cret")) as url, httpx.Client(base_url=url) as client:
+        texts = {"texts": ["John lives in Berlin"]}
+        for header in ("bearer s3cret", "BEARER s3cret", "Bearer s3cret"):
+            assert client.post("/predict", json=texts, headers={"Authorization": header}).status_code == 200
+        for header in ("bearer wrong", "Basic s3cret", "bearers3cret", "s3cret s3cret"):
+            assert client.post("/predict", json=texts, headers={"Authorization": header}).status_code == 401
+
+
+def recorded(predictor: Predictor, gates: list[threading.Event] = ()) -> list[list[str]]:
+    """The texts of each ``predict`` call of ``predictor`` (each round of the server), in order. The
+    batches of round k (from 1) wait until ``gates[k - 1]`` is set, so that a test can hold a round."""
+    rounds: list[list[str]] = []
+    predict, scores = predictor.predict, predictor.scores
+
+    def recording_predict(texts):
+        rounds.append(list(texts))
+        return predict(texts)
+
+    def gated_scores(*batch):
+        if len(rounds) <= len(gates):
+            assert gates[len(rounds) - 1].wait(timeout=60), "the test never opened the gate"
+        return scores(*batch)
+
+    predictor.predict, predictor.scores = recording_predict, gated_scores
+    return rounds
+
+
+BATCH_LIMITS = Limits(max_docs=8, max_chars=400, max_bytes=20_000)
+
+
+def test_concurrent_clients_share_batches_and_each_gets_its_own_result(tiny_bert_dir, tmp_path):
+    predictor = Predictor.from_run(save_tiny_run(tiny_bert_dir, tmp_path), "cpu")
+    requests = [request_texts(i, BATCH_LIMITS.max_docs) for i in range(32)]
+    start = threading.Event()  # the first round waits until every client has sent its request
+    rounds = recorded(predictor, [start])
+    with serving(create_app(predictor, BATCH_LIMITS)) as url, httpx.Client(base_url=url) as monitor:
+        def call(texts: list[str]) -> httpx.Response:
+            with httpx.Client(base_url=url, timeout=60) as client:
+                return client.post("/predict", json={"texts": texts})
+
+        with ThreadPoolExecutor(max_workers=32) as pool:
+            responses = [pool.submit(call, texts) for texts in requests]
+            deadline = time.monotonic() + 60
+            while (health := monitor.get("/health").json())["current_batch_requests"] + health["waiting_requests"] < 32:
+                assert time.monotonic() < deadline, f"the requests never all arrived: {health}"
+                time.sleep(0.02)
+            start.set()
+            responses = [r.result() for r in responses]
+    del predictor.predict, predictor.scores
+
+    assert [r.status_code for r in responses] == [200] * 32
+    for texts, response in zip(requests, responses):
+        assert_same_as_predict(response.json()["entities"], predictor.predict(texts))
+    assert sum(len(doc) for r in responses for doc in r.json()["entities"]) > 0
+    # Every text was predicted once, in rounds of several requests: the first request alone (the
+    # model was idle), then the 31 that queued behind it together.
+    assert sorted(t for r in rounds for t in r) == sorted(t for texts in requests for t in texts)
+    assert len(rounds) == 2 and len(rounds[0]) <= BATCH_LIMITS.max_docs < len(rounds[1])
+
+
+def open_request(url: str, texts: list[str]) -> socket.socket:
+    """A POST /predict sent on a raw connection, whose client can then vanish (``close``)."""
+    host, port = url.removeprefix("http://").split(":")
+    body = json.dumps({"texts": texts}).encode()
+    sock = socket.create_connection((host, int(port)))
+    sock.sendall(b"POST /predict HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+    return sock
+
+
+def wait_for_health(client: httpx.Client, **expected) -> None:
+    deadline = time.monotonic() + 60
+    while {k: (health := client.get("/health").json())[k] for k in expected} != expected:
+        assert time.monotonic() < deadline, f"/health never showed {expected}: {health}"
+        time.sleep(0.02)
+
+
+def test_clients_leaving_before_and_during_their_batch_leave_the_others_intact(tiny_bert_dir, tmp_path, caplog):
+    predictor = Predictor.from_run(save_tiny_run(tiny_bert_dir, tmp_path), "cpu")
+    first_round, second_round = threading.Event(), threading.Event()
+    rounds = recorded(predictor, [first_round, second_round])
+    others = [request_texts(i, BATCH_LIMITS.max_docs) for i in range(6)]
+    with caplog.at_level(logging.INFO, logger="nerkit.serve"), serving(create_app(predictor, BATCH_LIMITS)) as url, \
+            httpx.Client(base_url=url) as monitor, ThreadPoolExecutor(max_workers=7) as pool:
+        def call(texts: list[str]) -> httpx.Response:
+            with httpx.Client(base_url=url, timeout=60) as client:
+                return client.post("/predict", json={"texts": texts})
+
+        first = pool.submit(call, ["John Smith lives in Berlin ."])
+        wait_for_health(monitor, state="busy", current_batch_requests=1)  # held in its first batch
+        leaves_queued = open_request(url, ["Zyzzyva left while queued"])
+        leaves_mid_batch = open_request(url, ["Quokka left mid-batch", "Siemens hired John Smith"])
+        wait_for_health(monitor, waiting_requests=2)
+        responses = [pool.submit(call, texts) for texts in others]
+        wait_for_health(monitor, waiting_requests=8)
+
+        leaves_queued.close()
+        wait_for_health(monitor, waiting_requests=7)
+        first_round.set()  # the next round takes the 7 requests still waiting, and is held
+        wait_for_health(monitor, state="busy", current_batch_requests=7, waiting_requests=0)
+        leaves_mid_batch.close()
+        wait_for_health(monitor, state="busy", current_batch_requests=6)
+        second_round.set()
+        assert first.result().status_code == 200
+        responses = [r.result() for r in responses]
+        wait_for_health(monitor, state="idle")
+    del predictor.predict, predictor.scores
+
+    assert [r.status_code for r in responses] == [200] * 6
+    for texts, response in zip(others, responses):
+        assert_same_as_predict(response.json()["entities"], predictor.predict(texts))
+    assert rounds[0] == ["John Smith lives in Berlin ."]
+    # The request that left while queued was never predicted; the one that left mid-batch was, with
+    # the others, and its result was discarded.
+    assert len(rounds) == 2 and "Zyzzyva left while queued" not in rounds[1]
+    assert sorted(rounds[1]) == sorted(["Quokka left mid-batch", "Siemens hired John Smith", *sum(others, [])])
+    assert caplog.text.count("client closed its request") == 2
+
+
+def test_a_body_shorter_than_its_content_length_gets_408_within_the_timeout(predictor):
+    for timeouts in ({"read_timeout": 1.0}, {"read_timeout": None, "request_timeout": 1.0}):
+        limits = Limits(max_docs=4, max_chars=400, max_bytes=3000, **timeouts)
+        with serving(create_app(predictor, limits)) as url:
+            host, port = url.removeprefix("http://").split(":")
+            with socket.create_connection((host, int(port)), timeout=10) as sock:
+                started = time.monotonic()
+                sock.sendall(b"POST /predict HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+                             b"Content-Length: 100\r\n\r\n{\"texts\": [")
+                reply = b""
+                while chunk := sock.recv(4096):  # the server answers, then closes the connection
+                    reply += chunk
+                waited = time.monotonic() - started
+        assert reply.startswith(b"HTTP/1.1 408"), (timeouts, reply)
+        assert b"did not arrive within 1s: 11 bytes of the 100 announced came" in reply
+        assert 0.9 < waited < 6, (timeouts, waited)
+
+
+def test_a_connection_sending_its_request_head_too_slowly_is_closed(predictor):
+    with serving(create_app(predictor, LIMITS), http=http_protocol(1.0)) as url:
+        host, port = url.removeprefix("http://").split(":")
+        started = time.monotonic()
+        with socket.create_connection((host, int(port))) as silent, socket.create_connection((host, int(port))) as slow:
+            slow.settimeout(0.2)
+            head = b"POST /predict HTTP/1.1\r\nHost: test\r\n" + b"X-Slow: yes\r\n" * 100
+            for byte in head:  # a byte every 0.2 s: each one restarts uvicorn's own keep-alive timer
+                try:
+                    slow.send(bytes([byte]))
+                    if slow.recv(1) == b"":
+                        break
+                except socket.timeout:
+                    continue
+                except ConnectionError:
+                    break
+            slow_closed = time.monotonic() - started
+            silent.settimeout(10)
+            assert silent.recv(1) == b""  # a connection that sends nothing is closed too
+            silent_closed = time.monotonic() - started
+        assert 0.9 < slow_closed < 5 and silent_closed < 5, (slow_closed, silent_closed)
+        # A request whose head comes in time is served, twice on one kept-alive connection.
+        with httpx.Client(base_url=url) as client:
+            assert [client.post("/predict", json={"texts": ["Berlin"]}).status_code for _ in range(2)] == [200, 200]
+
+
+def test_serving_an_onnx_run_imports_no_torch(tiny_bert_dir, tmp_path):
+    run_dir = save_tiny_run(tiny_bert_dir, tmp_path / "run")
+    export_onnx(run_dir)
+    texts = ["John Smith lives in Berlin .", " ".join(["Maria works for Siemens in Paris ."] * 5)]
+    script = f"""
+import json, sys
+from starlette.testclient import TestClient
+from nerkit.cli import Backend
+from nerkit.serve import ServeConfig, build_app
+
+app = build_app(ServeConfig(run_dir={str(run_dir)!r}, backend=Backend.onnx, threads=1))
+with TestClient(app) as client:
+    response = client.post("/predict", json={{"texts": {texts!r}}})
+torch = sorted(name for name in sys.modules if name.split(".")[0] == "torch")
+print(json.dumps({{"status": response.status_code, "entities": response.json()["entities"], "torch": torch}}))
+"""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.splitlines()[-1])
+    assert result["torch"] == [] and result["status"] == 200
+    assert_same_as_predict(result["entities"], OnnxPredictor.from_run(run_dir, threads=1).predict(texts))
