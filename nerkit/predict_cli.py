@@ -9,7 +9,9 @@ The input is read in chunks (``chunk_docs`` documents or ``chunk_chars`` charact
 comes first), so memory stays constant however long the file. A bad line (invalid UTF-8 or
 JSON, no string "text") is reported with its line number and skipped; the others go on, and
 the exit status is 1 if any line was bad. Output is written to a temporary file renamed into
-place at the end, so a crash never leaves a partial file under the output name.
+place at the end, so a crash never leaves a partial file under the output name. The output keeps
+the permissions of the file it replaces (a new one follows the umask), and the temporary files of
+this output that killed runs left behind are removed at the next run.
 
 The input and output paths are checked before the model is loaded. Nothing in the run
 directory runs as code; ``trust_remote_code=true`` lets its encoder run its own Python files
@@ -26,23 +28,24 @@ worth it for large inputs and servers (bench/README.md has the figures).
 """
 from __future__ import annotations
 
+import glob
 import json
 import logging
 import os
+import secrets
+import stat
 import sys
 import tempfile
 from dataclasses import asdict, dataclass
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator, Optional
+from typing import Iterator, Optional
 
 from omegaconf import MISSING
 from tqdm.auto import tqdm
 
-from nerkit.cli import Backend, PrecisionChoice, load_predictor, parse_args, setup_logging
-
-if TYPE_CHECKING:  # torch is imported only by backend=torch: backend=onnx runs without it
-    from nerkit.predict import Predictor
+from nerkit.cli import (Backend, PrecisionChoice, TextPredictor, load_predictor, parse_args, require_positive,
+                        setup_logging)
 
 log = logging.getLogger(__name__)
 
@@ -152,12 +155,44 @@ def check_paths(source: Path, target: Path) -> None:
         raise OSError(f"output={target}: cannot write in {target.parent} ({err.strerror or err})") from None
 
 
-def predict_file(predictor: Predictor, cfg: PredictConfig) -> PredictStats:
+PARTIAL = ".partial"
+
+
+def partial_path(target: Path) -> Path:
+    """The hidden file beside ``target`` that this process writes the output to, named by its PID."""
+    return target.parent / f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}{PARTIAL}"
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, under another user
+        return True
+    return True
+
+
+def remove_stale_partials(target: Path) -> None:
+    """Remove the unfinished outputs for ``target`` that killed runs left beside it (their process
+    is gone); name, and keep, those of a run still writing it."""
+    for path in sorted(target.parent.glob(f".{glob.escape(target.name)}.*{PARTIAL}")):
+        pid = path.name[len(target.name) + 2 : -len(PARTIAL)].split(".")[0]
+        if pid.isdigit() and process_alive(int(pid)):
+            log.warning("%s: process %s is writing this output too; its result or this run's will be lost", path, pid)
+            continue
+        path.unlink(missing_ok=True)
+        log.warning("removed %s, the unfinished output of an earlier run that was stopped", path)
+
+
+def predict_file(predictor: TextPredictor, cfg: PredictConfig) -> PredictStats:
     """Stream ``cfg.input`` through ``predictor`` into ``cfg.output`` (atomically replaced)."""
     source, target = Path(cfg.input), Path(cfg.output)
     check_paths(source, target)
+    remove_stale_partials(target)
     stats = PredictStats()
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
+    tmp = partial_path(target)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies, as to any new file
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as out:
             for chunk in read_chunks(source, cfg, stats):
@@ -168,9 +203,11 @@ def predict_file(predictor: Predictor, cfg: PredictConfig) -> PredictStats:
                 stats.documents += len(chunk)
             out.flush()
             os.fsync(out.fileno())
+        if target.exists():  # the replaced file's readers keep their access
+            os.chmod(tmp, stat.S_IMODE(target.stat().st_mode))
         os.replace(tmp, target)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     return stats
 
@@ -178,6 +215,7 @@ def predict_file(predictor: Predictor, cfg: PredictConfig) -> PredictStats:
 def main(argv: list[str] | None = None) -> int:
     setup_logging()
     cfg = parse_args(PredictConfig, sys.argv[1:] if argv is None else argv, __doc__)
+    require_positive(cfg, "batch_size", "threads", "chunk_docs", "chunk_chars")
     check_paths(Path(cfg.input), Path(cfg.output))
     predictor = load_predictor(cfg.run_dir, cfg.backend, cfg.device, cfg.batch_size, cfg.threads,
                                cfg.trust_remote_code, cfg.precision, cfg.compile)

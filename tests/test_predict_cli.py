@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -173,7 +175,6 @@ def test_argument_errors_are_explained(tmp_path, run_dir, capsys):
         predict_file(None, PredictConfig(run_dir="x", input=str(tmp_path / "missing.txt"), output="o"))
 
 
-
 def test_precision_reaches_the_predictor(tmp_path, run_dir, predictor):
     source, target = tmp_path / "in.txt", tmp_path / "out.jsonl"
     source.write_text("\n".join(TEXTS) + "\n", encoding="utf-8")
@@ -182,3 +183,56 @@ def test_precision_reaches_the_predictor(tmp_path, run_dir, predictor):
     fp32 = Predictor.from_run(run_dir, "cpu", precision="fp32")
     for got, expected in zip(read_jsonl(target), fp32.predict(TEXTS)):
         assert_same_entities(got["entities"], expected)
+
+
+def test_batch_size_and_chunk_sizes_below_one_are_bad_arguments(tmp_path, run_dir):
+    source = tmp_path / "in.txt"
+    source.write_text("x\n")
+    for option in ("batch_size=0", "batch_size=-3", "chunk_docs=0", "chunk_chars=0", "threads=0"):
+        name, value = option.split("=")
+        with pytest.raises(SystemExit, match=f"bad argument: {name}={value}: must be at least 1"):
+            main([f"run_dir={run_dir}", f"input={source}", f"output={tmp_path / 'out.jsonl'}", option])
+    assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_output_keeps_the_mode_of_the_file_it_replaces_or_follows_the_umask(tmp_path, predictor):
+    source = tmp_path / "in.txt"
+    source.write_text("\n".join(TEXTS) + "\n")
+    cfg = PredictConfig(run_dir="x", input=str(source), output=str(tmp_path / "out.jsonl"), progress=False)
+    old_umask = os.umask(0o022)
+    try:
+        predict_file(predictor, cfg)  # a new file: 0666 less the umask
+        assert stat.S_IMODE((tmp_path / "out.jsonl").stat().st_mode) == 0o644
+        os.umask(0o077)
+        predict_file(predictor, cfg)  # replacing a file keeps its mode, whatever the umask
+        assert stat.S_IMODE((tmp_path / "out.jsonl").stat().st_mode) == 0o644
+        (tmp_path / "out.jsonl").chmod(0o640)
+        predict_file(predictor, cfg)
+        assert stat.S_IMODE((tmp_path / "out.jsonl").stat().st_mode) == 0o640
+        (tmp_path / "out.jsonl").unlink()
+        predict_file(predictor, cfg)
+        assert stat.S_IMODE((tmp_path / "out.jsonl").stat().st_mode) == 0o600
+    finally:
+        os.umask(old_umask)
+    assert len(read_jsonl(tmp_path / "out.jsonl")) == len(TEXTS)
+
+
+def test_stale_partial_outputs_of_killed_runs_are_removed_at_the_next_run(tmp_path, predictor, caplog):
+    source, target = tmp_path / "in.txt", tmp_path / "out.jsonl"
+    source.write_text("\n".join(TEXTS) + "\n")
+    killed = subprocess.Popen([sys.executable, "-c", "pass"])
+    killed.wait()  # a process that is gone
+    stale = [tmp_path / f".out.jsonl.{killed.pid}.0a1b2c3d.partial", tmp_path / ".out.jsonl.k2j_9xq1.partial"]
+    running = tmp_path / f".out.jsonl.{os.getpid()}.00ff00ff.partial"  # a process still running: kept, named
+    other_output = tmp_path / f".other.jsonl.{killed.pid}.0a1b2c3d.partial"
+    for path in [*stale, running, other_output]:
+        path.write_text('{"id": 1, "entities": []}\n')
+    with caplog.at_level(logging.WARNING, logger="nerkit.predict_cli"):
+        predict_file(predictor, PredictConfig(run_dir="x", input=str(source), output=str(target), progress=False))
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["in.txt", "out.jsonl", running.name, other_output.name])
+    assert len(read_jsonl(target)) == len(TEXTS)
+    warnings = [r.getMessage() for r in caplog.records]
+    assert sorted(warnings) == sorted(
+        [f"removed {path}, the unfinished output of an earlier run that was stopped" for path in stale]
+        + [f"{running}: process {os.getpid()} is writing this output too; its result or this run's will be lost"])
