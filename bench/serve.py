@@ -1,6 +1,6 @@
 """Serving benchmark: CLI throughput, HTTP latency under concurrent load, ONNX Runtime vs PyTorch.
 
-    python -m bench.serve [--run-dir DIR] [--sentences 1000] [--threads 2] [--workers 8] [--requests 25]
+    python -m bench.serve [--run-dir DIR] [--sentences 1000] [--threads 2] [--workers 32] [--requests 8]
 
 Texts are CoNLL-2003 test sentences as raw text (tokens joined by spaces). The model is the
 run directory given, or else all-MiniLM-L6-v2 with an untrained CRF head over CoNLL's four
@@ -12,19 +12,25 @@ graph goes to a temporary folder. Writes bench/results/serve.json and serve.md (
   bf16 units) and the ONNX Runtime predictor (the exported fp32 graph).
 - ONNX vs PyTorch: ``predict`` on the same texts, same batch size, against PyTorch fp32 (the same
   arithmetic: how many texts get exactly the same entities) and against PyTorch's default.
-- Server: ``python -m nerkit.serve`` (default precision) in its own process on 127.0.0.1;
-  ``--workers`` client threads each send ``--requests`` requests of ``--docs-per-request``
-  sentences; per-request latency percentiles, and every response checked against
-  ``Predictor.predict`` at the same precision.
+- Server: ``python -m nerkit.serve`` (default precision, default ``round_chars``) in its own
+  process on 127.0.0.1; ``--workers`` concurrent clients (threads) each send ``--requests``
+  requests, one after another, of 1 to ``--max-docs-per-request`` consecutive sentences (seeded);
+  after one untimed pass to warm it up. Reported: per-request latency percentiles, throughput
+  against the CLI's (``predict_file``, same process and threads as above) on exactly the same
+  texts, the largest batch of requests and queue ``/health`` showed, and every response checked
+  against ``Predictor.predict`` on that request's texts alone at the same precision. The clients
+  share the machine with the server: on few cores they take some of its CPU.
 """
 from __future__ import annotations
 
 import argparse
 import os
+import random
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -80,51 +86,98 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def server_load(run_dir: Path, predictor: Predictor, texts: list[str], args) -> dict:
+def request_texts(texts: list[str], args) -> list[list[str]]:
+    """Every request's texts: 1 to --max-docs-per-request consecutive sentences each (seeded)."""
+    rng, position, batches = random.Random(0), 0, []
+    for _ in range(args.workers * args.requests):
+        k = rng.randint(1, args.max_docs_per_request)
+        batches.append([texts[(position + j) % len(texts)] for j in range(k)])
+        position += k
+    return batches
+
+
+def start_server(run_dir: Path, args) -> tuple[subprocess.Popen, str]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     server = subprocess.Popen(
         [sys.executable, "-m", "nerkit.serve", f"run_dir={run_dir}", f"port={port}", "device=cpu",
-         f"threads={args.threads}", "log_level=warning"],
+         f"threads={args.threads}", f"batch_size={args.batch_size}", "log_level=warning",
+         f"max_docs={args.max_docs_per_request}"],
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
-    try:
-        deadline = time.monotonic() + 300
-        while True:
-            assert server.poll() is None, "the server exited"
-            assert time.monotonic() < deadline, "the server did not start"
-            try:
-                if httpx.get(f"{url}/health").status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.2)
-        n = args.workers * args.requests
-        batches = [[texts[(i * args.docs_per_request + k) % len(texts)] for k in range(args.docs_per_request)]
-                   for i in range(n)]
+    deadline = time.monotonic() + 300
+    while True:
+        assert server.poll() is None, "the server exited"
+        assert time.monotonic() < deadline, "the server did not start"
+        try:
+            if httpx.get(f"{url}/health").status_code == 200:
+                return server, url
+        except httpx.TransportError:
+            time.sleep(0.2)
 
-        def call(i: int) -> tuple[float, int, dict]:
-            with httpx.Client(base_url=url, timeout=300) as client:
+
+def load(url: str, batches: list[list[str]], workers: int) -> tuple[list, float, dict]:
+    """``workers`` clients sending ``batches`` (client w sends batches w, w + workers, ...);
+    the results, the wall time, and the fullest batch and queue that /health showed meanwhile."""
+    seen = {"batch_requests": 0, "waiting_requests": 0}
+    done = threading.Event()
+
+    def watch() -> None:
+        with httpx.Client(base_url=url) as client:
+            while not done.is_set():
+                health = client.get("/health").json()
+                seen["batch_requests"] = max(seen["batch_requests"], health["current_batch_requests"])
+                seen["waiting_requests"] = max(seen["waiting_requests"], health["waiting_requests"])
+                time.sleep(0.05)
+
+    def client(w: int) -> list[tuple[float, int, dict]]:
+        out = []
+        with httpx.Client(base_url=url, timeout=300) as http:
+            for batch in batches[w::workers]:
                 start = time.perf_counter()
-                response = client.post("/predict", json={"texts": batches[i]})
-                return time.perf_counter() - start, response.status_code, response.json()
+                response = http.post("/predict", json={"texts": batch})
+                out.append((time.perf_counter() - start, response.status_code, response.json()))
+        return out
 
-        started = time.perf_counter()
-        with ThreadPoolExecutor(args.workers) as pool:
-            results = list(pool.map(call, range(n)))
-        wall = time.perf_counter() - started
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    started = time.perf_counter()
+    with ThreadPoolExecutor(workers) as pool:
+        per_client = list(pool.map(client, range(workers)))
+    wall = time.perf_counter() - started
+    done.set()
+    watcher.join()
+    results: list = [None] * len(batches)
+    for w, out in enumerate(per_client):
+        results[w::workers] = out
+    return results, wall, seen
+
+
+def server_load(run_dir: Path, predictor: Predictor, texts: list[str], args, work: Path) -> dict:
+    batches = request_texts(texts, args)
+    same_texts = [text for batch in batches for text in batch]
+    server, url = start_server(run_dir, args)
+    try:
+        load(url, batches[: args.workers], args.workers)  # warm-up: first batches allocate and pick kernels
+        results, wall, seen = load(url, batches, args.workers)
     finally:
         server.terminate()
         server.wait(timeout=60)
+    cli = cli_throughput(predictor, same_texts, work, "server_texts")
     latencies = np.array([r[0] for r in results]) * 1000
     errors = sum(status != 200 for _, status, _ in results)
     mismatches = sum(
         [[(e["start"], e["end"], e["label"]) for e in doc] for doc in body["entities"]] != as_tuples(predictor.predict(batch))
         for (_, status, body), batch in zip(results, batches) if status == 200
     )
-    return {"workers": args.workers, "requests": n, "docs_per_request": args.docs_per_request, "errors": errors,
-            "responses_differing_from_python_api": mismatches, "p50_ms": float(np.percentile(latencies, 50)),
-            "p99_ms": float(np.percentile(latencies, 99)), "max_ms": float(latencies.max()),
-            "requests_per_s": n / wall, "texts_per_s": n * args.docs_per_request / wall}
+    return {"workers": args.workers, "requests": len(batches), "docs_per_request": f"1-{args.max_docs_per_request}",
+            "texts": len(same_texts), "errors": errors, "responses_differing_from_python_api": mismatches,
+            "p50_ms": float(np.percentile(latencies, 50)), "p99_ms": float(np.percentile(latencies, 99)),
+            "max_ms": float(latencies.max()), "requests_per_s": len(batches) / wall,
+            "texts_per_s": len(same_texts) / wall, "cli_texts_per_s_same_texts": cli["texts_per_s"],
+            "throughput_vs_cli": len(same_texts) / wall / cli["texts_per_s"],
+            "largest_batch_seen_requests": seen["batch_requests"],
+            "longest_queue_seen_requests": seen["waiting_requests"]}
 
 
 def main() -> None:
@@ -134,9 +187,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(),
                         help="CPU threads for PyTorch and for ONNX Runtime alike (1 on a busy machine)")
-    parser.add_argument("--workers", type=int, default=8)
-    parser.add_argument("--requests", type=int, default=25, help="requests per worker")
-    parser.add_argument("--docs-per-request", type=int, default=8)
+    parser.add_argument("--workers", type=int, default=32, help="concurrent clients of the server")
+    parser.add_argument("--requests", type=int, default=8, help="requests per client, one after another")
+    parser.add_argument("--max-docs-per-request", type=int, default=8, help="each request: 1 to this many sentences")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.set_num_threads(args.threads)
@@ -168,7 +221,7 @@ def main() -> None:
                               "onnx_seconds": onnx_s, "speedup_vs_fp32": fp32_s / onnx_s,
                               "speedup_vs_default": default_s / onnx_s, "texts_with_identical_entities_vs_fp32": same,
                               "entities": sum(map(len, fp32_out))},
-            "server": server_load(run_dir, torch_default, texts, args),
+            "server": server_load(run_dir, torch_default, texts, args, work),
         }
     save_results("serve", results, table(results))
 
@@ -183,11 +236,14 @@ def table(results: dict) -> str:
          f"{ox['speedup_vs_fp32']:.2f}x faster; {ox['texts_with_identical_entities_vs_fp32']}/{setup['texts']} texts with "
          "identical entities"],
         [f"ONNX Runtime vs PyTorch {setup['torch_default_precision']} (the default)", f"{ox['speedup_vs_default']:.2f}x"],
-        [f"server, {srv['workers']} client threads x {srv['requests'] // srv['workers']} requests x "
-         f"{srv['docs_per_request']} sentences: p50 / p99 latency",
-         f"{srv['p50_ms']:.0f} / {srv['p99_ms']:.0f} ms (requests queue: one prediction at a time)"],
+        [f"server, {srv['workers']} concurrent clients x {srv['requests'] // srv['workers']} requests of "
+         f"{srv['docs_per_request']} sentences: p50 / p99 latency", f"{srv['p50_ms']:.0f} / {srv['p99_ms']:.0f} ms"],
         ["server throughput", f"{srv['requests_per_s']:.1f} requests/s, {srv['texts_per_s']:.0f} texts/s; "
          f"{srv['errors']} errors, {srv['responses_differing_from_python_api']} responses differing from `Predictor.predict`"],
+        [f"server vs the CLI on the same {srv['texts']} texts",
+         f"{srv['throughput_vs_cli']:.0%} ({srv['cli_texts_per_s_same_texts']:.0f} texts/s for the CLI); "
+         f"up to {srv['largest_batch_seen_requests']} requests per batch and {srv['longest_queue_seen_requests']} "
+         "queued seen on /health"],
     ]
     return (f"{setup['texts']} {setup['text']} as raw text, {setup['model']}, {setup['threads']} thread(s) for each "
             f"runtime; commit {m['commit']}{' (dirty)' if m['dirty'] else ''}, {m['date']}, load average "
