@@ -406,3 +406,35 @@ print(json.dumps({{"status": response.status_code, "entities": response.json()["
     result = json.loads(done.stdout.splitlines()[-1])
     assert result["torch"] == [] and result["status"] == 200
     assert_same_as_predict(result["entities"], OnnxPredictor.from_run(run_dir, threads=1).predict(texts))
+
+
+def test_a_failing_batch_is_retried_request_by_request_so_only_the_culprit_fails(tiny_bert_dir, tmp_path):
+    predictor = Predictor.from_run(save_tiny_run(tiny_bert_dir, tmp_path), "cpu")
+    predict = predictor.predict
+
+    def predict_refusing_poison(texts):
+        if "poison" in texts:
+            raise RuntimeError("the model cannot take this text")
+        return predict(texts)
+
+    predictor.predict = predict_refusing_poison
+    first_round = threading.Event()
+    rounds = recorded(predictor, [first_round])
+    with serving(create_app(predictor, BATCH_LIMITS)) as url, httpx.Client(base_url=url) as monitor, \
+            ThreadPoolExecutor(max_workers=3) as pool:
+        def call(texts: list[str]) -> httpx.Response:
+            with httpx.Client(base_url=url, timeout=60) as client:
+                return client.post("/predict", json={"texts": texts})
+
+        first = pool.submit(call, ["John Smith lives in Berlin ."])
+        wait_for_health(monitor, state="busy", current_batch_requests=1)
+        poisoned = pool.submit(call, ["Paris", "poison"])
+        wait_for_health(monitor, waiting_requests=1)
+        healthy = pool.submit(call, request_texts(1, BATCH_LIMITS.max_docs))
+        wait_for_health(monitor, waiting_requests=2)
+        first_round.set()
+        assert first.result().status_code == 200 and poisoned.result().status_code == 500
+        assert_same_as_predict(healthy.result().json()["entities"], predict(request_texts(1, BATCH_LIMITS.max_docs)))
+    # The round of both requests failed; each was then predicted alone.
+    assert rounds[1:] == [["Paris", "poison", *request_texts(1, BATCH_LIMITS.max_docs)], ["Paris", "poison"],
+                          request_texts(1, BATCH_LIMITS.max_docs)]
