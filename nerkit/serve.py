@@ -148,8 +148,8 @@ class ReadBody:
         except asyncio.TimeoutError:
             received = sum(map(len, chunks))
             announced = f" of the {int(declared)} announced" if declared is not None and declared.isdigit() else ""
-            detail = (f"the request body did not arrive within {self.timeout:g}s: {received} bytes{announced} "
-                      "came (read_timeout, request_timeout)")
+            detail = (f"the request body did not arrive within {self.timeout:g}s (read_timeout, request_timeout): "
+                      f"{received} bytes{announced} arrived")
             return await JSONResponse({"detail": detail}, status_code=408, headers={"Connection": "close"})(
                 scope, receive, send)
         body, replayed = b"".join(chunks), False
