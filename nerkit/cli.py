@@ -20,7 +20,6 @@ class TextPredictor(Protocol):
     ``nerkit.onnx_predict.OnnxPredictor`` (no torch) both are one. Typed by this protocol, a face
     imports neither: torch is imported only for backend=torch."""
 
-    batch_size: int
     precision: str
 
     @property
