@@ -20,12 +20,14 @@ predictor once over all their texts in a worker thread, so that their windows sh
 batches; each request gets back its own texts' entities, the same as ``Predictor.predict`` on
 them alone. Each request has ``request_timeout`` seconds from its arrival, reading its body and
 waiting included: a request still queued then gets 503, one being predicted 504. A request
-whose client went away or whose time ran out leaves the queue, and its result is discarded; a
-round whose requests are all gone stops at its next batch. A connection must send a request's
+whose client went away or whose time ran out leaves the queue (its texts never reach the model)
+or, once its round has started, has its result discarded, the others' unaffected; a round whose
+requests are all gone stops at its next batch. A connection must send a request's
 head, and then its body, within ``read_timeout`` seconds (else it is closed, or answered 408).
 
 ``auth_token=...`` (or the environment variable NERKIT_AUTH_TOKEN, which keeps it out of the
-process list) makes every path but ``/health`` and the demo page require ``Authorization: Bearer <token>`` (401).
+process list) makes every path but ``/health`` and the demo page require ``Authorization: Bearer <token>``
+(401; the scheme name in any case).
 
 Options: backend=torch|onnx device=cpu|cuda precision=auto|fp32|bf16|fp16 compile=false batch_size=64 threads=N
 max_docs=64 max_chars=100000 max_bytes=4000000 request_timeout=60 read_timeout=30 round_chars=100000
