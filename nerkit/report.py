@@ -33,6 +33,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from nerkit.config import register_resolvers
 from nerkit.data.readers import Document, read_conll, read_json_spans
+from nerkit.runs import read_yaml
 
 FAILED_MARKER = "FAILED"
 # Shown in their own columns; any other override that differs between jobs gets a column too.
@@ -94,7 +95,7 @@ def read_job(directory: Path) -> Job:
     choices = runtime.runtime.choices
     # config.yaml beside the weights is resolved (saved by the job); .hydra/config.yaml is not.
     saved = directory / "config.yaml"
-    cfg = OmegaConf.load(saved if saved.exists() else hydra_dir / "config.yaml")
+    cfg = read_yaml(saved if saved.exists() else hydra_dir / "config.yaml")
     lr, head_lr = _setting(cfg, "trainer.lr"), _setting(cfg, "head.lr")
     job = Job(directory, int(runtime.job.get("num", 0) or 0), choices.get("encoder", "?"), choices.get("head", "?"),
               lr, head_lr if head_lr is not None else lr, _overrides(hydra_dir / "overrides.yaml"),
