@@ -12,7 +12,7 @@ from torch import nn
 from nerkit.encoders import build_encoder
 from nerkit.encoders.base import Encoder
 from nerkit.heads.base import Head
-from nerkit.runs import CONFIG, ENCODER_DIR, LABELS, WEIGHTS, read_run
+from nerkit.runs import ENCODER_DIR, read_run
 from nerkit.weights import load_weights, save_run
 
 
@@ -62,11 +62,5 @@ class NerModel(nn.Module):
         directory = Path(directory)
         cfg, entity_types = read_run(directory, "entity_types", trust_remote_code)
         model = cls.from_config(cfg, entity_types, saved=directory / ENCODER_DIR)
-        try:
-            load_weights(model, directory)
-        except RuntimeError as err:
-            raise ValueError(
-                f"{directory / WEIGHTS} does not match {directory / LABELS} ({len(entity_types)} entity types) "
-                f"and {directory / CONFIG}: {err}"
-            ) from None
+        load_weights(model, directory)
         return model.to(device).eval(), cfg

@@ -13,6 +13,8 @@ from typing import Any, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
+from nerkit.runs import write_text_atomically
+
 MODEL_CARD = "README.md"
 _MARKDOWN = re.compile(r"([\\`*_\[\]|#!~{}])")
 
@@ -76,7 +78,7 @@ def model_card(cfg: DictConfig, labels: Sequence[str], task: TaskCard) -> str:
 
 
 def write_model_card(run_dir: str | Path, text: str) -> Path:
-    """Write ``run_dir/README.md``."""
+    """Write ``run_dir/README.md`` (whole or not at all)."""
     path = Path(run_dir) / MODEL_CARD
-    path.write_text(text, encoding="utf-8")
+    write_text_atomically(path, text)
     return path

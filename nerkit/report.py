@@ -69,7 +69,7 @@ def _setting(cfg: DictConfig, key: str):
 
 
 def _overrides(path: Path) -> dict[str, str]:
-    pairs = (item.split("=", 1) for item in OmegaConf.load(path))
+    pairs = (item.split("=", 1) for item in read_yaml(path))
     return {key.lstrip("+~"): value for key, value in pairs}
 
 
@@ -91,7 +91,7 @@ def _failure(directory: Path) -> str | None:
 def read_job(directory: Path) -> Job:
     """One job directory of a multirun -> ``Job``."""
     hydra_dir = directory / ".hydra"
-    runtime = OmegaConf.load(hydra_dir / "hydra.yaml").hydra
+    runtime = read_yaml(hydra_dir / "hydra.yaml").hydra
     choices = runtime.runtime.choices
     # config.yaml beside the weights is resolved (saved by the job); .hydra/config.yaml is not.
     saved = directory / "config.yaml"
@@ -183,7 +183,7 @@ def markdown(jobs: list[Job], root: Path, plot: str | None) -> str:
         lines += _table(["job", "encoder", "head", "head lr", *types], rows)
     optuna = root / "optimization_results.yaml"
     if optuna.exists():
-        best = OmegaConf.load(optuna)
+        best = read_yaml(optuna)
         if "best_value" in best:
             params = ", ".join(f"{k}={v}" for k, v in best.best_params.items())
             lines += ["", f"Optuna best dev F1 {_pct(best.best_value)} with {params}."]

@@ -316,8 +316,9 @@ def _safetensors_header(path: Path) -> dict:
     _check_exists(path, str(path.parent), path.name, folder=False)
     with open(path, "rb") as f:
         prefix = f.read(8)
-    if len(prefix) == 8:
-        LIMITS["weights_header_bytes"].check(int.from_bytes(prefix, "little"), f"{path}: the safetensors header")
+    header = int.from_bytes(prefix, "little")
+    if len(prefix) == 8 and 8 + header <= path.stat().st_size:  # else: cut off, which safe_open reports
+        LIMITS["weights_header_bytes"].check(header, f"{path}: the safetensors header")
     try:
         with safe_open(path, "numpy") as weights:
             return weights.metadata() or {}
@@ -385,9 +386,17 @@ def write_run_files(directory: Path, cfg: DictConfig, key: str, labels: list[str
 
 
 def write_text_atomically(path: Path, text: str) -> None:
-    """Write to a temporary file beside ``path`` and rename it: a reader never sees half a file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    """Write to a temporary file beside ``path`` and rename it: a reader never sees half a file.
+    The file keeps the mode of the one it replaces; a new one follows the umask (as ``open`` would)."""
     try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        mode = 0o666 & ~umask
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # created 0600
+    try:
+        os.fchmod(fd, mode)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
         os.replace(tmp, path)

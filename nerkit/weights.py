@@ -14,7 +14,8 @@ from omegaconf import DictConfig
 from safetensors.torch import load_file, load_model, save_file
 from torch import nn
 
-from nerkit.runs import ENCODER_DIR, LABELS, WEIGHTS, write_run_files
+from nerkit.messages import shorten
+from nerkit.runs import CONFIG, ENCODER_DIR, LABELS, WEIGHTS, write_run_files
 
 
 def _run_weights(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -44,13 +45,16 @@ def save_run(directory: str | Path, model: nn.Module, cfg: DictConfig, key: str,
 
 
 def load_weights(model: nn.Module, directory: Path) -> None:
-    """Load a run directory's weights into ``model`` (built for it): model.safetensors, and the
-    encoder's own files when it saves its weights there. Raises RuntimeError on any mismatch."""
-    missing, unexpected = load_model(model, str(directory / WEIGHTS), strict=False)
-    expected_missing = set(model.state_dict()) - set(_run_weights(model))
-    if unexpected or set(missing) != expected_missing:
-        raise RuntimeError(f"unexpected weights {sorted(unexpected)[:5]}, missing weights "
-                           f"{sorted(set(missing) ^ expected_missing)[:5]}")
+    """Load a run directory's weights into ``model`` (built for it by ``runs.read_run``'s config and
+    labels): model.safetensors, and the encoder's own files when it saves its weights there."""
+    try:
+        missing, unexpected = load_model(model, str(directory / WEIGHTS), strict=False)
+    except RuntimeError as err:  # a tensor of another shape
+        raise ValueError(f"{directory / WEIGHTS} does not match {LABELS} and {CONFIG} of {directory}: {err}") from None
+    missing = set(missing) ^ (set(model.state_dict()) - set(_run_weights(model)))
+    if unexpected or missing:
+        raise ValueError(f"{directory / WEIGHTS} does not match {LABELS} and {CONFIG} of {directory}: unexpected "
+                         f"weights {shorten(sorted(unexpected))}, missing weights {shorten(sorted(missing))}")
     if model.encoder.saves_weights:
         model.encoder.load_saved_weights(directory / ENCODER_DIR)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import stat
 import time
 from pathlib import Path
 
@@ -17,7 +18,8 @@ from nerkit.export import export_onnx
 from nerkit.messages import shorten
 from nerkit.onnx_predict import OnnxPredictor
 from nerkit.predict import Predictor
-from nerkit.runs import CONFIG, ENCODER_DIR, LABELS, WEIGHTS, RunLimitError, UnsafeRunError, read_run
+from nerkit.runs import (CONFIG, ENCODER_DIR, LABELS, WEIGHTS, RunLimitError, UnsafeRunError, read_run,
+                         write_text_atomically)
 from nerkit.tasks.ner import NerTask
 from nerkit.weights import stamp_labels
 from tests.helpers import make_cfg, save_tiny_run
@@ -155,6 +157,13 @@ def test_a_truncated_encoder_weights_file_is_named(run):
         Predictor.from_run(run, "cpu")
 
 
+def test_weights_that_do_not_fit_the_config_name_both_files(run):
+    _edit_config(run, lambda c: c["head"].update(_target_="nerkit.heads.crf.CRFHead"))  # a softmax run's weights
+    with pytest.raises(ValueError, match=r"model.safetensors does not match labels.json and config.yaml of .*run: "
+                                         r"unexpected weights \[\], missing weights \['head.crf.end_transitions'"):
+        Predictor.from_run(run, "cpu")
+
+
 @pytest.fixture(scope="module")
 def exported(good_run, tmp_path_factory) -> Path:
     run = Path(shutil.copytree(good_run, tmp_path_factory.mktemp("onnx") / "run"))
@@ -226,3 +235,17 @@ def test_nothing_in_a_run_directory_check_imports_torch(good_run):
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     out = subprocess.run([sys.executable, "-c", script], env=env, check=True, capture_output=True, text=True).stdout
     assert out.strip() == "False"
+
+
+def test_an_atomic_write_keeps_the_mode_it_replaces_and_follows_the_umask_for_new_files(tmp_path):
+    kept = tmp_path / "kept.json"
+    kept.write_text("old")
+    kept.chmod(0o640)
+    write_text_atomically(kept, "new")
+    assert kept.read_text() == "new" and stat.S_IMODE(kept.stat().st_mode) == 0o640
+    umask = os.umask(0o022)
+    try:
+        write_text_atomically(tmp_path / "new.json", "{}")
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE((tmp_path / "new.json").stat().st_mode) == 0o644
