@@ -19,4 +19,5 @@ def shorten(values: Sequence, shown: int = SHOWN_ITEMS) -> str:
         return f"[{', '.join(map(item, values))}]"
     head, tail = values[: shown - shown // 2], values[len(values) - shown // 2:]
     left_out = len(values) - len(head) - len(tail)
-    return f"[{', '.join(map(item, head))}, ... {left_out:,} more ..., {', '.join(map(item, tail))}] ({len(values):,} in all)"
+    shown_items = [*map(item, head), f"... {left_out:,} more ...", *map(item, tail)]
+    return f"[{', '.join(shown_items)}] ({len(values):,} in all)"

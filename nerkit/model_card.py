@@ -64,7 +64,8 @@ def model_card(cfg: DictConfig, labels: Sequence[str], task: TaskCard) -> str:
         f"- Training: {steps}, batch size {t.batch_size}, encoder learning rate {t.lr}"
         + (f", head learning rate {task.head_lr}" if task.head_lr else "")
         + f", weight decay {t.weight_decay}, warmup {t.warmup_ratio}, seed {cfg.seed}",
-        f"- Windows: {cfg.max_length} tokens, stride {cfg.stride}" + (" (truncated to the first window)" if cfg.get("truncate") else ""),
+        f"- Windows: {cfg.max_length} tokens, stride {cfg.stride}"
+        + (" (truncated to the first window)" if cfg.get("truncate") else ""),
         "", "## Data", "", *fenced(OmegaConf.to_yaml(cfg.data, resolve=True), "yaml"),
         "", "## Scores", "", *task.scores,
         "", "## Use", "", "`RUN_DIR` is this folder.", "", *fenced("\n".join(task.use), "python"), "",

@@ -248,8 +248,9 @@ def read_config(path: Path) -> DictConfig:
     problems += [f"{key}={shorten([value])[1:-1]}: interpolations are not allowed in a saved run"
                  for key, value in _leaves(container, "") if isinstance(value, str) and "${" in value]
     if problems:
+        more = [f"... {len(problems) - 20:,} more"] if len(problems) > 20 else []
         raise UnsafeRunError(f"{path} names code or values nerkit will not load; nothing was built:\n  "
-                             + "\n  ".join(problems[:20]) + (f"\n  ... {len(problems) - 20:,} more" if len(problems) > 20 else ""))
+                             + "\n  ".join(problems[:20] + more))
     return cfg
 
 

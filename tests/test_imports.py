@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ast
 import importlib
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -65,6 +67,14 @@ def test_the_import_finder_sees_lazy_and_main_block_imports():
               "if __name__ == '__main__':\n    from nerkit.predict_cli import main\n")
     assert imports("nerkit.example", source) == {"nerkit.predict", "nerkit.predict.Predictor"} & set(MODULES) | {
         "nerkit.cli", "nerkit.predict_cli"}
+
+
+def test_the_old_batch_command_names_its_new_module():
+    """python -m nerkit.predict ran the CLI from inside the Predictor's module (the import circle);
+    run the old way it fails with the new command instead of doing nothing."""
+    result = subprocess.run([sys.executable, "-m", "nerkit.predict", "run_dir=x"], cwd=PACKAGE.parent,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1 and "python -m nerkit.predict_cli run_dir=DIR" in result.stderr
 
 
 def test_the_cycle_finder_finds_a_cycle():

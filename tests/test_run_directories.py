@@ -74,7 +74,8 @@ def test_a_million_labels_are_refused_by_size_before_parsing(run):
     labels = [f"T{i}" for i in range(1_000_000)]
     (run / LABELS).write_text(json.dumps({"entity_types": labels}))
     started = time.perf_counter()
-    with pytest.raises(RunLimitError, match=r"labels.json: [\d,]+ bytes, over the limit of 4,194,304; .*NERKIT_MAX_LABELS_BYTES="):
+    with pytest.raises(RunLimitError, match=r"labels.json: [\d,]+ bytes, over the limit of 4,194,304; "
+                                            r".*NERKIT_MAX_LABELS_BYTES="):
         read_run(run, "entity_types")
     assert time.perf_counter() - started < 5
 

@@ -16,6 +16,7 @@ from nerkit.classifier_model import DocClassifier
 from nerkit.data.document_inputs import batch_tensors
 from nerkit.data.readers import Document
 from nerkit.evaluation import bootstrap_mean_ci
+from nerkit.messages import shorten
 from nerkit.model_card import TaskCard, model_card
 from nerkit.tasks.base import Batch, Task, read_splits
 
@@ -52,7 +53,7 @@ class ClassifyTask(Task):
         for split, docs in self.splits.items():
             unseen = {d.label for d in docs} - set(self.labels)
             if unseen:
-                raise ValueError(f"{split} has labels never seen in train: {sorted(unseen)}")
+                raise ValueError(f"{split} has labels never seen in train: {shorten(sorted(unseen))}")
         self.label_ids = {label: i for i, label in enumerate(self.labels)}
 
         self.model = DocClassifier.from_config(cfg, self.labels).to(device)
@@ -68,7 +69,7 @@ class ClassifyTask(Task):
             self.dev_features = (self.classifier.features([d.text for d in self.splits["dev"]], "dev")
                                  if "dev" in self.splits else None)
         log.info("%d training documents -> %d encoder inputs (strategy %s%s); labels %s", len(self.train_docs),
-                 sum(self.counts), cfg.task.strategy, ", frozen encoder" if self.frozen else "", self.labels)
+                 sum(self.counts), cfg.task.strategy, ", frozen encoder" if self.frozen else "", shorten(self.labels))
 
     def lengths(self) -> list[int]:
         if self.frozen:
@@ -114,7 +115,8 @@ class ClassifyTask(Task):
         else:
             scores = [f"Dev accuracy {dev['accuracy']:.4f}, macro F1 {dev.get('macro_f1', math.nan):.4f} "
                       f"(epoch {metrics.get('epoch', '?')})."]
-        use = ["from nerkit.classifier import Classifier", "", "Classifier.from_run(\"RUN_DIR\").predict([\"Some text\"])"]
+        use = ["from nerkit.classifier import Classifier", "",
+               "Classifier.from_run(\"RUN_DIR\").predict([\"Some text\"])"]
         return model_card(cfg, labels, TaskCard(
             "document classification", "text-classification",
             f"document classifier ({cfg.task.strategy}, {cfg.task.pooling} pooling)", "Labels", scores, use))

@@ -15,6 +15,7 @@ from nerkit.data import batching
 from nerkit.data.readers import Document
 from nerkit.error_report import write_error_report
 from nerkit.evaluation import evaluate
+from nerkit.messages import shorten
 from nerkit.model import NerModel
 from nerkit.model_card import TaskCard, escape, model_card, short_name
 from nerkit.predict import Predictor
@@ -30,7 +31,8 @@ def entity_types_of(train: list[Document], others: dict[str, list[Document]]) ->
     for split, docs in others.items():
         unseen = {span.label for doc in docs for span in doc.spans} - set(types)
         if unseen:
-            log.warning("%s has entity types never seen in train (they count as missed): %s", split, sorted(unseen))
+            log.warning("%s has entity types never seen in train (they count as missed): %s", split,
+                        shorten(sorted(unseen)))
     return types
 
 
@@ -49,7 +51,8 @@ class NerTask(Task):
         self.windows = batching.window_dataset(train_docs, self.predictor.text_encoder, entity_types,
                                                self.model.head.supports_nested).to_list()
         self.pad_id = self.model.encoder.tokenizer.pad_token_id
-        log.info("%d training documents -> %d windows; entity types: %s", len(train_docs), len(self.windows), entity_types)
+        log.info("%d training documents -> %d windows; entity types: %s", len(train_docs), len(self.windows),
+                 shorten(entity_types))
 
     def lengths(self) -> list[int]:
         return [len(w["input_ids"]) for w in self.windows]
@@ -122,6 +125,6 @@ def _card_scores(metrics: dict | None) -> list[str]:
              f"**F1 {dev['f1']:.4f}**.", ""]
     if dev.get("per_type"):
         lines += ["| type | precision | recall | F1 | support |", "|---|---|---|---|---|"]
-        lines += [f"| {escape(t)} | {r['precision']:.4f} | {r['recall']:.4f} | {r['f1-score']:.4f} | {int(r['support'])} |"
-                  for t, r in sorted(dev["per_type"].items())]
+        lines += [f"| {escape(t)} | {r['precision']:.4f} | {r['recall']:.4f} | {r['f1-score']:.4f} "
+                  f"| {int(r['support'])} |" for t, r in sorted(dev["per_type"].items())]
     return lines
