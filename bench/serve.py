@@ -7,7 +7,7 @@ run directory given, or else all-MiniLM-L6-v2 with an untrained CRF head over Co
 types (speed does not depend on training). Nothing is written into ``--run-dir``: the ONNX
 graph goes to a temporary folder. Writes bench/results/serve.json and serve.md (stamped).
 
-- CLI: ``predict_file`` (what ``python -m nerkit.predict`` runs) over a text file, model load
+- CLI: ``predict_file`` (what ``python -m nerkit.predict_cli`` runs) over a text file, model load
   excluded, with the PyTorch predictor at its default precision (``auto``: bf16 where the CPU has
   bf16 units) and the ONNX Runtime predictor (the exported fp32 graph).
 - ONNX vs PyTorch: ``predict`` on the same texts, same batch size, against PyTorch fp32 (the same

@@ -1,7 +1,7 @@
 """Crash-safe training checkpoints: atomic directories, rotation and exact resume, without pickle.
 
-A checkpoint ``checkpoints/step-00000120/`` is a complete run directory of any task (the
-model's own ``save``: it loads like the run directory) plus ``trainer_state.json`` and
+A checkpoint ``checkpoints/step-00000120/`` is a complete run directory of any task (written
+and read back by the task: it loads like the run directory, with the same checks) plus ``trainer_state.json`` and
 ``trainer_state.safetensors``: optimizer, scheduler and (fp16) gradient-scaler state, the
 torch / numpy / python RNG states and the position in training, with every tensor in the safetensors file and everything else in plain JSON. It is
 written into a hidden temporary sibling, synced to disk, marked ``COMPLETE`` and renamed into
@@ -19,15 +19,17 @@ import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 from safetensors.torch import load_file, save_file
 
+from nerkit.messages import shorten
 from nerkit.model_card import MODEL_CARD
-from nerkit.runs import CONFIG, ENCODER_DIR, LABELS, WEIGHTS, load_weights
+from nerkit.runs import CONFIG, ENCODER_DIR, LABELS, WEIGHTS, read_run
+from nerkit.tasks.base import Task
 
 log = logging.getLogger(__name__)
 
@@ -47,16 +49,6 @@ class TrainerState:
     bad_evaluations: int = 0  # evaluations since the best one (early stopping)
     elapsed: float = 0.0  # training seconds so far, over all resumed runs
     history: list[dict] = field(default_factory=list)
-
-
-class SavableModel(Protocol):
-    """What a checkpoint needs of a task's model: its run-directory writer and its label map."""
-
-    label_map: dict[str, list[str]]
-
-    def save(self, directory: str | Path, cfg: DictConfig) -> None: ...
-
-    def parameters(self): ...
 
 
 def _name(step: int) -> str:
@@ -94,9 +86,9 @@ def find_resume_checkpoint(resume: bool | str | None, own_checkpoints: Path) -> 
 class Checkpointer:
     """Saves and restores everything ``train`` needs to continue bit-for-bit."""
 
-    def __init__(self, root: Path, model: SavableModel, cfg: DictConfig, optimizer: torch.optim.Optimizer,
+    def __init__(self, root: Path, task: Task, optimizer: torch.optim.Optimizer,
                  scheduler: torch.optim.lr_scheduler.LRScheduler, keep: int, scaler: torch.amp.GradScaler | None = None):
-        self.root, self.model, self.cfg = root, model, cfg
+        self.root, self.task = root, task
         self.optimizer, self.scheduler, self.keep, self.scaler = optimizer, scheduler, keep, scaler
 
     def save(self, state: TrainerState) -> Path | None:
@@ -105,7 +97,9 @@ class Checkpointer:
         self.root.mkdir(parents=True, exist_ok=True)
         final = self.root / _name(state.step)
         tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=self.root))
-        self.model.save(tmp, self.cfg)
+        # The model card gets the dev scores when this step was evaluated.
+        evaluated = [h for h in state.history if h.get("step") == state.step]
+        self.task.save(tmp, {**evaluated[-1]} if evaluated else None)
         tensors: dict[str, torch.Tensor] = {}
         everything = {"trainer": asdict(state), "optimizer": self.optimizer.state_dict(),
                       "scheduler": self.scheduler.state_dict(), "rng": _rng_states(),
@@ -138,16 +132,18 @@ class Checkpointer:
         """Load weights, optimizer, scheduler and RNG states from ``path``; put the best model so
         far into ``output_dir`` (None: leave that to another process). Call it last before the
         loop: it sets the global RNG states."""
-        saved_labels, labels = json.loads((path / LABELS).read_text()), self.model.label_map
+        # The checkpoint is read as any run directory is (complete, safe, labels matching the weights);
+        # its encoder is the run's own, trusted exactly as far as this training config trusts it.
+        [(key, labels)] = self.task.label_map.items()
+        saved_cfg, saved_labels = read_run(path, key, self.task.cfg.encoder.get("trust_remote_code", False))
         if saved_labels != labels:
-            [(key, now)] = labels.items()
             raise ValueError(f"{path / LABELS}: the checkpoint was trained on {key.replace('_', ' ')} "
-                             f"{saved_labels.get(key, saved_labels)}, the data now gives {now}; cannot resume")
-        changed = _changed_keys(OmegaConf.load(path / CONFIG), self.cfg)
+                             f"{shorten(saved_labels)}, the data now gives {shorten(labels)}; cannot resume")
+        changed = _changed_keys(saved_cfg, self.task.cfg)
         if changed:
             log.warning("resuming with a config that differs from the checkpoint's in %s: the run will not "
-                        "match an uninterrupted one", changed)
-        load_weights(self.model, path)
+                        "match an uninterrupted one", shorten(changed))
+        self.task.load_weights(path)
         everything = _decode(json.loads((path / STATE_JSON).read_text()), load_file(str(path / STATE_TENSORS)))
         self.optimizer.load_state_dict(everything["optimizer"])
         self.scheduler.load_state_dict(everything["scheduler"])

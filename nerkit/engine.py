@@ -72,8 +72,7 @@ class Engine:
         optimizer = adamw(task.param_groups(t.lr, t.weight_decay), lr=t.lr)
         scheduler = get_linear_schedule_with_warmup(optimizer, int(t.warmup_ratio * total_steps), total_steps)
         scaler = torch.amp.GradScaler(self.device.type) if self.precision == "fp16" else None
-        checkpoints = Checkpointer(self.output_dir / "checkpoints", model, cfg, optimizer, scheduler,
-                                   t.keep_checkpoints, scaler)
+        checkpoints = Checkpointer(self.output_dir / "checkpoints", task, optimizer, scheduler, t.keep_checkpoints, scaler)
         state = TrainerState()
         if resume_from := find_resume_checkpoint(cfg.get("resume"), checkpoints.root):
             # Last: it also restores the RNG states. Every process loads it; only rank 0 writes files.

@@ -1,4 +1,4 @@
-"""Encoder + head, saved to and loaded from a run directory (``nerkit.runs``)."""
+"""Encoder + head, saved to and loaded from a run directory (``nerkit.runs``, ``nerkit.weights``)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -12,7 +12,8 @@ from torch import nn
 from nerkit.encoders import build_encoder
 from nerkit.encoders.base import Encoder
 from nerkit.heads.base import Head
-from nerkit.runs import CONFIG, ENCODER_DIR, LABELS, WEIGHTS, load_weights, read_run, save_run
+from nerkit.runs import ENCODER_DIR, read_run
+from nerkit.weights import load_weights, save_run
 
 
 class NerModel(nn.Module):
@@ -50,8 +51,9 @@ class NerModel(nn.Module):
         """What labels.json holds (a checkpoint is resumed only with the same)."""
         return {"entity_types": self.head.entity_types}
 
-    def save(self, directory: str | Path, cfg: DictConfig, metrics: dict | None = None) -> None:
-        save_run(directory, self, cfg, "entity_types", self.head.entity_types, metrics)
+    def save(self, directory: str | Path, cfg: DictConfig) -> None:
+        """Write a run directory (``weights.save_run``); ``task.save`` adds the model card."""
+        save_run(directory, self, cfg, "entity_types", self.head.entity_types)
 
     @classmethod
     def load(cls, directory: str | Path, device: str | torch.device = "cpu",
@@ -60,11 +62,5 @@ class NerModel(nn.Module):
         directory = Path(directory)
         cfg, entity_types = read_run(directory, "entity_types", trust_remote_code)
         model = cls.from_config(cfg, entity_types, saved=directory / ENCODER_DIR)
-        try:
-            load_weights(model, directory)
-        except RuntimeError as err:
-            raise ValueError(
-                f"{directory / WEIGHTS} does not match {directory / LABELS} ({len(entity_types)} entity types) "
-                f"and {directory / CONFIG}: {err}"
-            ) from None
+        load_weights(model, directory)
         return model.to(device).eval(), cfg

@@ -16,19 +16,16 @@ from typing import Sequence
 
 import numpy as np
 import onnxruntime
-from omegaconf import OmegaConf
-from safetensors import safe_open
 from transformers import PreTrainedTokenizerFast
 
 from nerkit.data.encoding import EncodedText, Entity, TextEncoder, to_entities
 from nerkit.data.schemes import get_scheme
 from nerkit.data.windowing import Window, WindowTable, budget_batches
+from nerkit.runs import ENCODER_DIR, WEIGHTS, read_run
 
 ONNX_FILE = "model.onnx"
 INPUTS = ("input_ids", "attention_mask", "word_index", "word_mask")
 WEIGHTS_HASH, DECODER = "nerkit.weights_sha256", "nerkit.decoder"
-# The run directory's layout (nerkit.model), spelt out here: importing it would import torch.
-WEIGHTS, CONFIG, LABELS, ENCODER_DIR = "model.safetensors", "config.yaml", "labels.json", "encoder"
 ScoredSpan = tuple[int, int, str, float]  # start word, end word (exclusive), label, score
 
 
@@ -87,9 +84,8 @@ class OnnxPredictor:
         onnx_path = Path(onnx_path or run_dir / ONNX_FILE)
         if not onnx_path.is_file():
             raise FileNotFoundError(f"{onnx_path} not found; create it with: python -m nerkit.export run_dir={run_dir}")
-        for name in (WEIGHTS, CONFIG, LABELS, ENCODER_DIR):
-            if not (run_dir / name).exists():
-                raise FileNotFoundError(f"{run_dir} is not a complete nerkit run directory: {name} is missing")
+        # The same checks as the torch predictor's (nerkit.runs, which imports no torch).
+        cfg, entity_types = read_run(run_dir, "entity_types")
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = threads or 0
         session = onnxruntime.InferenceSession(str(onnx_path), options, providers=providers or ["CPUExecutionProvider"])
@@ -98,13 +94,6 @@ class OnnxPredictor:
             raise ValueError(f"{onnx_path} was not exported from the weights in {run_dir}; export it again")
         if DECODER not in meta:
             raise ValueError(f"{onnx_path} has no decoding data (exported by an older nerkit); export it again")
-        entity_types = json.loads((run_dir / LABELS).read_text(encoding="utf-8"))["entity_types"]
-        with safe_open(run_dir / WEIGHTS, "numpy") as weights:
-            trained = (weights.metadata() or {}).get("entity_types")
-        if trained is not None and json.loads(trained) != entity_types:
-            raise ValueError(f"{run_dir / LABELS} lists entity types {entity_types}, but {run_dir / WEIGHTS} was "
-                             f"trained with {json.loads(trained)}; restore the original labels.json")
-        cfg = OmegaConf.load(run_dir / CONFIG)
         tokenizer = PreTrainedTokenizerFast.from_pretrained(str(run_dir / ENCODER_DIR))
         return cls(session, tokenizer, entity_types, json.loads(meta[DECODER]), cfg.max_length, cfg.stride, batch_size,
                    cfg.get("truncate", False))

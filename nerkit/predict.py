@@ -109,7 +109,5 @@ class Predictor:
         return self.model.head.decode_documents(table, outputs)
 
 
-if __name__ == "__main__":
-    from nerkit.predict_cli import main
-
-    raise SystemExit(main())
+if __name__ == "__main__":  # the batch CLI is its own module: importing it from here ran in a circle
+    raise SystemExit("the batch prediction command is python -m nerkit.predict_cli run_dir=DIR input=IN output=OUT")

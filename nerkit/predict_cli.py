@@ -1,4 +1,4 @@
-"""Batch prediction over files of any size: ``python -m nerkit.predict run_dir=DIR input=IN output=OUT``.
+"""Batch prediction over files of any size: ``python -m nerkit.predict_cli run_dir=DIR input=IN output=OUT``.
 
 Input is UTF-8, one document per line: plain text, or JSON objects ``{"id": ..., "text": ...}``
 (``format=auto`` decides from the first non-blank line). Output is JSON Lines, one line per

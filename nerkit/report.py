@@ -33,6 +33,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from nerkit.config import register_resolvers
 from nerkit.data.readers import Document, read_conll, read_json_spans
+from nerkit.runs import read_yaml
 
 FAILED_MARKER = "FAILED"
 # Shown in their own columns; any other override that differs between jobs gets a column too.
@@ -68,7 +69,7 @@ def _setting(cfg: DictConfig, key: str):
 
 
 def _overrides(path: Path) -> dict[str, str]:
-    pairs = (item.split("=", 1) for item in OmegaConf.load(path))
+    pairs = (item.split("=", 1) for item in read_yaml(path))
     return {key.lstrip("+~"): value for key, value in pairs}
 
 
@@ -90,11 +91,11 @@ def _failure(directory: Path) -> str | None:
 def read_job(directory: Path) -> Job:
     """One job directory of a multirun -> ``Job``."""
     hydra_dir = directory / ".hydra"
-    runtime = OmegaConf.load(hydra_dir / "hydra.yaml").hydra
+    runtime = read_yaml(hydra_dir / "hydra.yaml").hydra
     choices = runtime.runtime.choices
     # config.yaml beside the weights is resolved (saved by the job); .hydra/config.yaml is not.
     saved = directory / "config.yaml"
-    cfg = OmegaConf.load(saved if saved.exists() else hydra_dir / "config.yaml")
+    cfg = read_yaml(saved if saved.exists() else hydra_dir / "config.yaml")
     lr, head_lr = _setting(cfg, "trainer.lr"), _setting(cfg, "head.lr")
     job = Job(directory, int(runtime.job.get("num", 0) or 0), choices.get("encoder", "?"), choices.get("head", "?"),
               lr, head_lr if head_lr is not None else lr, _overrides(hydra_dir / "overrides.yaml"),
@@ -182,7 +183,7 @@ def markdown(jobs: list[Job], root: Path, plot: str | None) -> str:
         lines += _table(["job", "encoder", "head", "head lr", *types], rows)
     optuna = root / "optimization_results.yaml"
     if optuna.exists():
-        best = OmegaConf.load(optuna)
+        best = read_yaml(optuna)
         if "best_value" in best:
             params = ", ".join(f"{k}={v}" for k, v in best.best_params.items())
             lines += ["", f"Optuna best dev F1 {_pct(best.best_value)} with {params}."]

@@ -53,6 +53,17 @@ def save_tiny_run(tiny_bert_dir: Path, directory: Path, head: str = "softmax", o
     return directory
 
 
+def tiny_ner_task(tiny_bert_dir: Path, directory: Path, overrides: list[str] | None = None):
+    """A NerTask over TOY_SENTENCES (entity types LOC, ORG, PER) with the tiny BERT, on CPU."""
+    from nerkit.tasks.ner import NerTask
+
+    directory.mkdir(parents=True, exist_ok=True)
+    data = write_conll(directory / "toy.conll", TOY_SENTENCES)
+    cfg = make_cfg([f"encoder.pretrained={tiny_bert_dir}", f"data.train.path={data}", f"data.dev.path={data}",
+                    *(overrides or [])])
+    return NerTask(cfg, torch.device("cpu"))
+
+
 def shared_data(relative: str) -> Path:
     """A path under ../shared/data (the real datasets, which CI has); fails naming it when missing."""
     path = SHARED_DATA / relative

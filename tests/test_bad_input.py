@@ -11,9 +11,10 @@ import torch
 from nerkit.data.readers import DataError, read_conll, read_doccano, read_json_spans
 from nerkit.data.schemes import Span, get_scheme
 from nerkit.heads.softmax import SoftmaxHead
-from nerkit.model import LABELS, WEIGHTS, NerModel
+from nerkit.model import NerModel
 from nerkit.predict import Predictor
 from nerkit.predict_cli import main as predict_main
+from nerkit.runs import LABELS, WEIGHTS
 from nerkit.tasks.ner import entity_types_of
 from nerkit.train import train
 from nerkit.validation import ConfigError, validate_config

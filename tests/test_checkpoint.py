@@ -18,7 +18,7 @@ from nerkit import checkpoint as ckpt
 from nerkit.checkpoint import Checkpointer, TrainerState, complete_checkpoints, find_resume_checkpoint
 from nerkit.model import NerModel
 from nerkit.predict import Predictor
-from tests.helpers import TOY_SENTENCES, make_cfg, write_conll
+from tests.helpers import TOY_SENTENCES, make_cfg, tiny_ner_task, write_conll
 
 ROOT = Path(__file__).resolve().parents[1]
 TYPES = ["LOC", "ORG", "PER"]
@@ -106,16 +106,15 @@ def test_sigkill_mid_epoch_then_resume_gives_identical_weights_and_metrics(tiny_
 
 
 def _checkpointer(tiny_bert_dir: Path, root: Path, keep: int = 2) -> Checkpointer:
-    cfg = make_cfg([f"encoder.pretrained={tiny_bert_dir}"])
-    model = NerModel.from_config(cfg, TYPES)
-    optimizer = torch.optim.AdamW(model.param_groups(1e-3, 0.01))
+    task = tiny_ner_task(tiny_bert_dir, root.parent / "data")
+    optimizer = torch.optim.AdamW(task.param_groups(1e-3, 0.01))
     scheduler = get_linear_schedule_with_warmup(optimizer, 1, 10)
-    return Checkpointer(root, model, cfg, optimizer, scheduler, keep)
+    return Checkpointer(root, task, optimizer, scheduler, keep)
 
 
 def _step(checkpointer: Checkpointer) -> None:
     """One optimizer step, so that the optimizer has state (exp_avg, step) to save."""
-    loss = sum(p.sum() for p in checkpointer.model.parameters())
+    loss = sum(p.sum() for p in checkpointer.task.model.parameters())
     loss.backward()
     checkpointer.optimizer.step()
     checkpointer.scheduler.step()
@@ -169,7 +168,7 @@ def test_restore_is_exact_and_uses_no_pickle(tiny_bert_dir, tmp_path, monkeypatc
     state = target.restore(saved, tmp_path / "other")
     assert state == TrainerState(epoch=1, batch=3, step=7, best_metric=0.5, best_step=7, history=[{"epoch": 0}])
     assert torch.equal(torch.rand(3), expected_draw)  # the RNG continues where it was saved
-    for a, b in zip(source.model.parameters(), target.model.parameters()):
+    for a, b in zip(source.task.model.parameters(), target.task.model.parameters()):
         assert torch.equal(a, b)
     src, dst = source.optimizer.state_dict(), target.optimizer.state_dict()
     assert src["param_groups"] == dst["param_groups"]
@@ -183,7 +182,7 @@ def test_restore_is_exact_and_uses_no_pickle(tiny_bert_dir, tmp_path, monkeypatc
 def test_resume_refuses_a_checkpoint_with_other_entity_types(tiny_bert_dir, tmp_path):
     saved = _checkpointer(tiny_bert_dir, tmp_path / "a").save(TrainerState(step=1))
     other = _checkpointer(tiny_bert_dir, tmp_path / "b")
-    other.model.head.entity_types = ["LOC", "ORG", "PERSON"]
+    other.task.model.head.entity_types = ["LOC", "ORG", "PERSON"]
     with pytest.raises(ValueError, match=r"trained on entity types \['LOC', 'ORG', 'PER'\].*PERSON"):
         other.restore(saved, tmp_path)
 
@@ -227,7 +226,7 @@ def test_a_failing_sweep_job_is_recorded_and_the_others_finish(tiny_bert_dir, tm
 def test_resume_with_a_changed_config_names_the_changed_keys(tiny_bert_dir, tmp_path, caplog):
     saved = _checkpointer(tiny_bert_dir, tmp_path / "a").save(TrainerState(step=1))
     other = _checkpointer(tiny_bert_dir, tmp_path / "b")
-    other.cfg.trainer.epochs, other.cfg.resume = 7, True
+    other.task.cfg.trainer.epochs, other.task.cfg.resume = 7, True
     other.restore(saved, tmp_path / "b")
     assert "differs from the checkpoint's in ['trainer.epochs']" in caplog.text
 

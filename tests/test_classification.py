@@ -9,7 +9,9 @@ import torch
 from omegaconf import open_dict
 from transformers import AutoTokenizer
 
-from nerkit.classifier import Classifier, DocClassifier, DocumentInputs, batch_tensors
+from nerkit.classifier import Classifier
+from nerkit.classifier_model import DocClassifier
+from nerkit.data.document_inputs import DocumentInputs, batch_tensors
 from nerkit.data.encoding import TextEncoder
 from nerkit.data.readers import DataError, read_hyperpartisan, read_jsonl_labels, split_documents
 from nerkit.encoders.bert import BertEncoder

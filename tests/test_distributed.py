@@ -13,8 +13,7 @@ from safetensors.torch import load_file
 from transformers import get_linear_schedule_with_warmup
 
 from nerkit.checkpoint import Checkpointer, TrainerState
-from nerkit.model import NerModel
-from tests.helpers import TOY_SENTENCES, make_cfg, write_conll
+from tests.helpers import TOY_SENTENCES, tiny_ner_task, write_conll
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -105,12 +104,12 @@ def test_classification_trains_the_same_model_on_two_processes_as_on_one(bert_wi
 def test_on_resume_the_other_processes_load_the_checkpoint_without_writing_the_run_directory(tiny_bert_dir, tmp_path):
     def checkpointer(seed: int) -> Checkpointer:
         torch.manual_seed(seed)
-        model = NerModel.from_config(cfg, ["LOC", "ORG", "PER"])
-        optimizer = torch.optim.AdamW(model.param_groups(1e-3, 0.01))
+        task = tiny_ner_task(tiny_bert_dir, tmp_path / "data")
+        optimizer = torch.optim.AdamW(task.param_groups(1e-3, 0.01))
         scheduler = get_linear_schedule_with_warmup(optimizer, 1, 10)
-        return Checkpointer(run / "checkpoints", model, cfg, optimizer, scheduler, keep=2)
+        return Checkpointer(run / "checkpoints", task, optimizer, scheduler, keep=2)
 
-    cfg, run = make_cfg([f"encoder.pretrained={tiny_bert_dir}"]), tmp_path / "run"
+    run = tmp_path / "run"
     saved = checkpointer(0).save(TrainerState(epoch=1, step=4, best_metric=0.5, best_step=4))
     rank1 = checkpointer(1)  # other head weights than rank 0's
     assert rank1.restore(saved, None) == TrainerState(epoch=1, step=4, best_metric=0.5, best_step=4)
@@ -118,6 +117,6 @@ def test_on_resume_the_other_processes_load_the_checkpoint_without_writing_the_r
     # The head's weights are in model.safetensors, the encoder's in encoder/ (transformers' names).
     weights = {**load_file(saved / "model.safetensors"),
                **{f"encoder.model.{k}": v for k, v in load_file(saved / "encoder" / "model.safetensors").items()}}
-    assert weights.keys() == rank1.model.state_dict().keys()
+    assert weights.keys() == rank1.task.model.state_dict().keys()
     for key, value in weights.items():
-        assert torch.equal(rank1.model.state_dict()[key], value), key
+        assert torch.equal(rank1.task.model.state_dict()[key], value), key

@@ -10,10 +10,10 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 from datasets import ClassLabel, Dataset, DatasetDict, DatasetInfo, Features, List, Value
+from hydra.utils import get_class
 
 from nerkit.data.hf import read_hf
 from nerkit.data.readers import DataError, read_conll
-from nerkit.model_card import model_card
 from tests.helpers import make_cfg
 
 CONLL = Path(__file__).resolve().parents[1] / "../shared/data/ner/conll2003"
@@ -144,7 +144,8 @@ def test_train_cli_on_a_saved_dataset(tiny_bert_dir, tmp_path):
 
 @pytest.mark.parametrize("task", ["ner", "classify"])
 def test_model_card_code_imports_what_it_names(task, tiny_bert_dir):
-    card = model_card(make_cfg([f"encoder.pretrained={tiny_bert_dir}", f"task={task}"]), ["A", "B"])
+    cfg = make_cfg([f"encoder.pretrained={tiny_bert_dir}", f"task={task}"])
+    card = get_class(cfg.task._target_).model_card(cfg, ["A", "B"])
     code = card.split("```python\n", 1)[1].split("```", 1)[0]
     imports = [line for line in code.splitlines() if line.startswith(("from ", "import "))]
     assert imports

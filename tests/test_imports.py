@@ -1,8 +1,11 @@
-"""Every nerkit module imports, and no module-level import runs in a circle."""
+"""Every nerkit module imports, and no import runs in a circle: neither at module level nor
+inside functions (lazy imports) nor in ``if __name__ == "__main__"`` blocks."""
 from __future__ import annotations
 
 import ast
 import importlib
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,29 +15,21 @@ MODULES = sorted(".".join(p.relative_to(PACKAGE.parent).with_suffix("").parts).r
                  for p in PACKAGE.rglob("*.py"))
 
 
-def module_level_imports(module: str) -> set[str]:
-    """nerkit modules that ``module`` imports when it is imported: top-level statements (also inside
-    if/try), not function bodies (lazy imports) and not ``if __name__ == "__main__"`` blocks."""
-    path = PACKAGE.parent / (module.replace(".", "/") + ".py")
-    if not path.exists():
-        path = PACKAGE.parent / module.replace(".", "/") / "__init__.py"
+def imports(module: str, source: str | None = None) -> set[str]:
+    """nerkit modules that ``module`` (or ``source``, as its text) imports anywhere: at module level,
+    inside functions and classes, under ``if TYPE_CHECKING`` and in ``if __name__ == "__main__"`` blocks."""
+    if source is None:
+        path = PACKAGE.parent / (module.replace(".", "/") + ".py")
+        if not path.exists():
+            path = PACKAGE.parent / module.replace(".", "/") / "__init__.py"
+        source = path.read_text()
     found: set[str] = set()
-
-    def visit(statements: list[ast.stmt]) -> None:
-        for node in statements:
-            if isinstance(node, ast.Import):
-                found.update(alias.name for alias in node.names)
-            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                found.add(node.module)
-                found.update(f"{node.module}.{alias.name}" for alias in node.names)
-            elif isinstance(node, ast.If):
-                if not (isinstance(node.test, ast.Compare) and isinstance(node.test.left, ast.Name)
-                        and node.test.left.id == "__name__"):
-                    visit(node.body + node.orelse)
-            elif isinstance(node, ast.Try):
-                visit(node.body + node.orelse + node.finalbody + [s for h in node.handlers for s in h.body])
-
-    visit(ast.parse(path.read_text(), str(path)).body)
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
     return {name for name in found if name in MODULES and name != module}
 
 
@@ -58,9 +53,28 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 
 def test_no_import_cycle_among_nerkit_modules():
-    graph = {module: module_level_imports(module) for module in MODULES}
-    assert graph["nerkit.train"] >= {"nerkit.engine"}  # the graph sees real imports
+    graph = {module: imports(module) for module in MODULES}
+    assert graph["nerkit.train"] >= {"nerkit.engine"}  # the graph sees module-level imports,
+    assert graph["nerkit.cli"] >= {"nerkit.onnx_predict"}  # lazy ones (inside a function)
+    assert graph["nerkit.serve"] >= {"nerkit.cli"}
     assert find_cycle(graph) is None, " -> ".join(find_cycle(graph))
+
+
+def test_the_import_finder_sees_lazy_and_main_block_imports():
+    source = ("import json\n"
+              "def load():\n    from nerkit.predict import Predictor\n"
+              "class Face:\n    def run(self):\n        import nerkit.cli\n"
+              "if __name__ == '__main__':\n    from nerkit.predict_cli import main\n")
+    assert imports("nerkit.example", source) == {"nerkit.predict", "nerkit.predict.Predictor"} & set(MODULES) | {
+        "nerkit.cli", "nerkit.predict_cli"}
+
+
+def test_the_old_batch_command_names_its_new_module():
+    """python -m nerkit.predict ran the CLI from inside the Predictor's module (the import circle);
+    run the old way it fails with the new command instead of doing nothing."""
+    result = subprocess.run([sys.executable, "-m", "nerkit.predict", "run_dir=x"], cwd=PACKAGE.parent,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1 and "python -m nerkit.predict_cli run_dir=DIR" in result.stderr
 
 
 def test_the_cycle_finder_finds_a_cycle():

@@ -106,7 +106,7 @@ def test_module_entry_point_reads_plain_text(tmp_path, run_dir, predictor):
     target = tmp_path / "out.jsonl"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
-        [sys.executable, "-m", "nerkit.predict", f"run_dir={run_dir}", f"input={source}", f"output={target}",
+        [sys.executable, "-m", "nerkit.predict_cli", f"run_dir={run_dir}", f"input={source}", f"output={target}",
          "format=text", "device=cpu", "threads=1"],
         capture_output=True, text=True, env=env, timeout=300,
     )
@@ -156,7 +156,7 @@ def test_a_crash_leaves_no_partial_output(tmp_path, predictor):
 def test_argument_errors_are_explained(tmp_path, run_dir, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["--help"])
-    assert exit_info.value.code == 0 and "python -m nerkit.predict run_dir=DIR" in capsys.readouterr().out
+    assert exit_info.value.code == 0 and "python -m nerkit.predict_cli run_dir=DIR" in capsys.readouterr().out
     with pytest.raises(SystemExit, match=r"missing required argument\(s\): input=\.\.\., output=\.\.\."):
         main([f"run_dir={run_dir}"])
     with pytest.raises(SystemExit, match="bad argument: .*formt"):

@@ -13,7 +13,9 @@ from omegaconf import DictConfig
 from torch import nn
 
 from nerkit.data.readers import Document
+from nerkit.model_card import write_model_card
 from nerkit.validation import validate_splits
+from nerkit.weights import load_weights
 
 
 @dataclass
@@ -65,9 +67,25 @@ class Task(ABC):
     def evaluate(self, model: nn.Module, split: str) -> dict:
         """Score ``model`` on ``split``; the result holds ``self.metric``."""
 
+    @property
+    def label_map(self) -> dict[str, list[str]]:
+        """What labels.json holds: ``{key: labels}`` (a checkpoint is resumed only with the same)."""
+        return self.model.label_map
+
+    @classmethod
+    @abstractmethod
+    def model_card(cls, cfg: DictConfig, labels: Sequence[str], metrics: dict | None = None) -> str:
+        """The README.md of a run of this task (``nerkit.model_card``), with ``metrics``, the dev scores, if known."""
+
     def save(self, run_dir: Path, metrics: dict | None = None) -> None:
         """Write the run directory (weights, config, labels, encoder files, a model card with ``metrics``)."""
-        self.model.save(run_dir, self.cfg, metrics)
+        self.model.save(run_dir, self.cfg)
+        [labels] = self.label_map.values()
+        write_model_card(run_dir, self.model_card(self.cfg, labels, metrics))
+
+    def load_weights(self, run_dir: Path) -> None:
+        """Load the weights of a run directory (or checkpoint) of this task into ``self.model``."""
+        load_weights(self.model, run_dir)
 
     @abstractmethod
     def load(self, run_dir: Path) -> nn.Module:

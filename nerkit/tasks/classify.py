@@ -1,8 +1,9 @@
 """Long-document classification (``task=classify``): one label per document (``Document.label``),
-scored by accuracy (and macro F1). The model and its predictor are ``nerkit.classifier``."""
+scored by accuracy (and macro F1). The model is ``nerkit.classifier_model``, its predictor ``nerkit.classifier``."""
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 from typing import Sequence
 
@@ -10,9 +11,13 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from nerkit.classifier import Classifier, DocClassifier, batch_tensors
+from nerkit.classifier import Classifier
+from nerkit.classifier_model import DocClassifier
+from nerkit.data.document_inputs import batch_tensors
 from nerkit.data.readers import Document
 from nerkit.evaluation import bootstrap_mean_ci
+from nerkit.messages import shorten
+from nerkit.model_card import TaskCard, model_card
 from nerkit.tasks.base import Batch, Task, read_splits
 
 log = logging.getLogger(__name__)
@@ -48,7 +53,7 @@ class ClassifyTask(Task):
         for split, docs in self.splits.items():
             unseen = {d.label for d in docs} - set(self.labels)
             if unseen:
-                raise ValueError(f"{split} has labels never seen in train: {sorted(unseen)}")
+                raise ValueError(f"{split} has labels never seen in train: {shorten(sorted(unseen))}")
         self.label_ids = {label: i for i, label in enumerate(self.labels)}
 
         self.model = DocClassifier.from_config(cfg, self.labels).to(device)
@@ -64,7 +69,7 @@ class ClassifyTask(Task):
             self.dev_features = (self.classifier.features([d.text for d in self.splits["dev"]], "dev")
                                  if "dev" in self.splits else None)
         log.info("%d training documents -> %d encoder inputs (strategy %s%s); labels %s", len(self.train_docs),
-                 sum(self.counts), cfg.task.strategy, ", frozen encoder" if self.frozen else "", self.labels)
+                 sum(self.counts), cfg.task.strategy, ", frozen encoder" if self.frozen else "", shorten(self.labels))
 
     def lengths(self) -> list[int]:
         if self.frozen:
@@ -99,6 +104,22 @@ class ClassifyTask(Task):
                 model, self.cfg, self.cfg.trainer.eval_batch_size, self.device)
             predicted = classifier.predict([d.text for d in documents])
         return accuracy(predicted, documents, self.labels)
+
+    @classmethod
+    def model_card(cls, cfg: DictConfig, labels: Sequence[str], metrics: dict | None = None) -> str:
+        dev = (metrics or {}).get("dev", metrics or {})
+        if not metrics:
+            scores = ["Not evaluated at save time."]
+        elif math.isnan(dev.get("accuracy", math.nan)):
+            scores = ["No dev set: no scores."]
+        else:
+            scores = [f"Dev accuracy {dev['accuracy']:.4f}, macro F1 {dev.get('macro_f1', math.nan):.4f} "
+                      f"(epoch {metrics.get('epoch', '?')})."]
+        use = ["from nerkit.classifier import Classifier", "",
+               "Classifier.from_run(\"RUN_DIR\").predict([\"Some text\"])"]
+        return model_card(cfg, labels, TaskCard(
+            "document classification", "text-classification",
+            f"document classifier ({cfg.task.strategy}, {cfg.task.pooling} pooling)", "Labels", scores, use))
 
     def load(self, run_dir: Path) -> nn.Module:
         # The run's own encoder: trusted exactly as far as this training config trusted it.

@@ -3,6 +3,7 @@ level on whole documents (``nerkit.evaluation``). The run directory loads with `
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 from typing import Sequence
 
@@ -14,7 +15,9 @@ from nerkit.data import batching
 from nerkit.data.readers import Document
 from nerkit.error_report import write_error_report
 from nerkit.evaluation import evaluate
+from nerkit.messages import shorten
 from nerkit.model import NerModel
+from nerkit.model_card import TaskCard, escape, model_card, short_name
 from nerkit.predict import Predictor
 from nerkit.tasks.base import Batch, Task, read_splits
 
@@ -28,7 +31,8 @@ def entity_types_of(train: list[Document], others: dict[str, list[Document]]) ->
     for split, docs in others.items():
         unseen = {span.label for doc in docs for span in doc.spans} - set(types)
         if unseen:
-            log.warning("%s has entity types never seen in train (they count as missed): %s", split, sorted(unseen))
+            log.warning("%s has entity types never seen in train (they count as missed): %s", split,
+                        shorten(sorted(unseen)))
     return types
 
 
@@ -47,7 +51,8 @@ class NerTask(Task):
         self.windows = batching.window_dataset(train_docs, self.predictor.text_encoder, entity_types,
                                                self.model.head.supports_nested).to_list()
         self.pad_id = self.model.encoder.tokenizer.pad_token_id
-        log.info("%d training documents -> %d windows; entity types: %s", len(train_docs), len(self.windows), entity_types)
+        log.info("%d training documents -> %d windows; entity types: %s", len(train_docs), len(self.windows),
+                 shorten(entity_types))
 
     def lengths(self) -> list[int]:
         return [len(w["input_ids"]) for w in self.windows]
@@ -84,9 +89,42 @@ class NerTask(Task):
                               self.cfg.get("truncate", False), precision=self.predictor.precision)
         return {"error_report": str(write_error_report(predictor, self.splits["dev"], run_dir, "dev"))}
 
+    @classmethod
+    def model_card(cls, cfg: DictConfig, labels: Sequence[str], metrics: dict | None = None) -> str:
+        head = short_name(cfg.head._target_)
+        use = ["from nerkit.predict import Predictor", "", "predictor = Predictor.from_run(\"RUN_DIR\")",
+               "predictor.predict([\"John Smith lives in Berlin.\"])  # entities with character offsets"]
+        notes = ["Files of documents: `python -m nerkit.predict_cli run_dir=RUN_DIR input=in.txt output=out.jsonl`."]
+        if head == "SoftmaxHead":  # the one head transformers has a class for
+            notes.append("\n".join([
+                "In transformers, after `python -m nerkit.export run_dir=RUN_DIR format=hf output=RUN_DIR/hf`:", "",
+                "```python", "from transformers import pipeline", "",
+                "ner = pipeline(\"token-classification\", model=\"RUN_DIR/hf\", aggregation_strategy=\"first\")",
+                "ner(\"John Smith lives in Berlin.\")", "```"]))
+        return model_card(cfg, labels, TaskCard(
+            "NER", "token-classification, ner", head + (f", tags {cfg.head.scheme}" if "scheme" in cfg.head else ""),
+            "Entity types", _card_scores(metrics), use, notes, cfg.head.get("lr")))
+
     def load(self, run_dir: Path) -> nn.Module:
         # The run's own encoder: trusted exactly as far as this training config trusted it.
         return NerModel.load(run_dir, self.device, self.cfg.encoder.get("trust_remote_code", False))[0]
 
     def summary(self) -> dict:
         return {**super().summary(), "train_windows": len(self.windows)}
+
+
+def _card_scores(metrics: dict | None) -> list[str]:
+    """Markdown lines for the dev scores (seqeval) of the saved weights."""
+    if not metrics:
+        return ["Not evaluated at save time."]
+    dev = metrics.get("dev", metrics)
+    if math.isnan(dev.get("f1", math.nan)):
+        return ["No dev set: no scores."]
+    lines = [f"Dev (seqeval strict, entity level) after epoch {metrics.get('epoch', '?')}, step "
+             f"{metrics.get('step', '?')}: precision {dev['precision']:.4f}, recall {dev['recall']:.4f}, "
+             f"**F1 {dev['f1']:.4f}**.", ""]
+    if dev.get("per_type"):
+        lines += ["| type | precision | recall | F1 | support |", "|---|---|---|---|---|"]
+        lines += [f"| {escape(t)} | {r['precision']:.4f} | {r['recall']:.4f} | {r['f1-score']:.4f} "
+                  f"| {int(r['support'])} |" for t, r in sorted(dev["per_type"].items())]
+    return lines
