@@ -22,6 +22,7 @@ from nerkit.evaluation import evaluate
 from nerkit.heads.crf import CRFHead
 from nerkit.heads.global_pointer import EfficientGlobalPointerHead, GlobalPointerHead
 from nerkit.heads.softmax import SoftmaxHead
+from nerkit.inference import merge_spans
 from nerkit.model import NerModel
 from nerkit.predict import Predictor
 
@@ -309,7 +310,7 @@ def test_global_pointer_keeps_each_span_once_from_its_most_central_window():
     windows = [Window(0, 10, 0, 10), Window(5, 15, 5, 15)]
     spans_w0 = [(6, 8, "PER", 0.9), (6, 8, "LOC", 0.6), (8, 10, "PER", 0.7)]  # (8, 10) touches w0's edge
     spans_w1 = [(1, 3, "PER", 0.8), (3, 5, "PER", 0.5), (9, 10, "LOC", 0.4)]  # absolute (6,8), (8,10), (14,15)
-    [kept] = head.decode_documents(WindowTable.of([windows]), [spans_w0, spans_w1])
+    [kept] = merge_spans(head.decoder(), WindowTable.of([windows]), [spans_w0, spans_w1])
     assert kept == [(6, 8, "LOC", 0.6), (6, 8, "PER", 0.9), (8, 10, "PER", 0.5), (14, 15, "LOC", 0.4)]
 
 
