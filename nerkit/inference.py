@@ -162,11 +162,18 @@ def merge_spans(decoder: Decoder, table: WindowTable, outputs: Sequence[Sequence
     """Keep a span only from the window that holds it fully and most centrally; spans found by
     several windows are thereby kept once."""
     results: list[list[ScoredSpan]] = [[] for _ in table.doc_words]
-    for k, (doc, offset, spans) in enumerate(zip(table.doc.tolist(), table.word_start.tolist(), outputs)):
-        for s, e, label, score in spans:
-            if table.span_owner(doc, s + offset, e + offset) == k:
-                results[doc].append(ScoredSpan(s + offset, e + offset, label, score))
-    return [sorted(spans) for spans in results]
+    spans = [span for window_spans in outputs for span in window_spans]
+    if not spans:
+        return results
+    window = np.repeat(np.arange(len(outputs)), [len(window_spans) for window_spans in outputs])
+    offset = table.word_start[window]
+    start = np.fromiter((s for s, _, _, _ in spans), dtype=np.int64, count=len(spans)) + offset
+    end = np.fromiter((e for _, e, _, _ in spans), dtype=np.int64, count=len(spans)) + offset
+    doc = table.doc[window]
+    kept = np.flatnonzero(table.span_owners(doc, start, end) == window)
+    for i, d, s, e in zip(kept.tolist(), doc[kept].tolist(), start[kept].tolist(), end[kept].tolist()):
+        results[d].append(ScoredSpan(s, e, spans[i][2], spans[i][3]))
+    return [sorted(doc_spans) for doc_spans in results]
 
 
 MERGES = {WORD_SCORES: (collect_word_scores, merge_word_scores), SPANS: (collect_spans, merge_spans)}

@@ -129,14 +129,20 @@ def test_owners_are_the_most_central_windows(layout, data):
         best = max(context(windows[k], word, word + 1) for k in holding)
         assert owners[word] == min(k for k in holding if context(windows[k], word, word + 1) == best)
     if n:
-        start = data.draw(st.integers(0, n - 1))
-        end = data.draw(st.integers(start + 1, n))
-        holding = [k for k, w in enumerate(windows) if w.word_start <= start and end <= w.word_end]
-        if holding:
-            best = max(context(windows[k], start, end) for k in holding)
-            assert table.span_owner(0, start, end) == min(k for k in holding if context(windows[k], start, end) == best)
-        else:
-            assert table.span_owner(0, start, end) is None
+        spans = []
+        for _ in range(5):
+            start = data.draw(st.integers(0, n - 1))
+            spans.append((start, data.draw(st.integers(start + 1, n))))
+        expected = []
+        for start, end in spans:
+            holding = [k for k, w in enumerate(windows) if w.word_start <= start and end <= w.word_end]
+            best = max((context(windows[k], start, end) for k in holding), default=None)
+            expected.append(min((k for k in holding if context(windows[k], start, end) == best), default=-1))
+        starts, ends = [s for s, _ in spans], [e for _, e in spans]
+        assert table.span_owners([0] * len(spans), starts, ends).tolist() == expected
+        # The same spans in the third document of a table of several: rows of that document only.
+        shift = [k + len(windows) if k >= 0 else -1 for k in expected]
+        assert several.span_owners([2] * len(spans), starts, ends).tolist() == shift
 
 
 # --- windowed prediction == unwindowed prediction when the document fits one window ---------------

@@ -33,6 +33,8 @@ class ScoredSpan(NamedTuple):
 
 
 class Decoder(ABC):
+    """A WORD_SCORES decoder also decodes sequences laid end to end: ``decode(word_scores, lengths)``."""
+
     name: ClassVar[str]  # how ``spec`` names it
     merge: ClassVar[str]  # WORD_SCORES or SPANS
     scheme: str = "BIO"  # the tag scheme its spans are scored in by default
