@@ -30,6 +30,8 @@ class TextPredictor(Protocol):
 
     def predict(self, texts: Sequence[str]) -> list[list[Entity]]: ...
 
+    def predict_tokens(self, tokens: Sequence[Sequence[str]]) -> list[list[Entity]]: ...
+
     def scores(self, *batch: Any) -> Any:
         """One padded batch's window scores (the server wraps it to stop between batches)."""
 

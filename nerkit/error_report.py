@@ -1,6 +1,6 @@
 """The error-analysis report of a trained model on labelled documents: ``errors.json`` + ``errors.html``.
 
-``write_error_report(predictor, documents, run_dir, split_name)`` predicts the documents, sorts
+``write_error_report(inference, documents, run_dir, split_name)`` predicts the documents, sorts
 every wrong or missing span into the classes of ``nerkit.error_analysis`` and writes, into the
 run directory: per-type precision / recall / F1 (exact character spans), the gold x predicted
 type confusion matrix, each error class with its count and examples, the documents with the
@@ -17,7 +17,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Sequence
 
-from nerkit.data.encoding import word_to_char_span
 from nerkit.data.readers import Document
 from nerkit.data.schemes import Span
 from nerkit.error_analysis import (
@@ -30,7 +29,7 @@ from nerkit.error_analysis import (
     type_scores,
     window_edges,
 )
-from nerkit.predict import Predictor
+from nerkit.inference import Inference
 from nerkit.runs import write_text_atomically
 
 CLASS_TITLES = {
@@ -58,17 +57,17 @@ def _context(text: str, spans: Sequence[Span]) -> dict:
     return {"text": text[left:right], "offset": left, "start": start - left, "end": end - left}
 
 
-def analyze(predictor: Predictor, documents: Sequence[Document], margin: int = 3, top_documents: int = 10) -> dict:
-    """Predict ``documents`` and analyse the errors; the content of ``errors.json``."""
-    encodings = predictor.text_encoder.encode([d.text for d in documents])
+def analyze(inference: Inference, documents: Sequence[Document], margin: int = 3, top_documents: int = 10) -> dict:
+    """Predict ``documents`` (as evaluation does) and analyse the errors; the content of ``errors.json``."""
+    encodings, entities = inference.predict_documents(documents)
     gold_all, predicted_all, errors_by_doc = [], [], []
     classes: dict[str, list[dict]] = {kind: [] for kind in ERROR_CLASSES}
     pairs: Counter = Counter()
     edges_summary = {"margin_tokens": margin, "long_documents": 0, "errors_in_long_documents": 0,
                      "errors_near_edges": 0, "near_edges_by_class": dict.fromkeys(ERROR_CLASSES, 0),
                      "gold_in_long_documents": 0, "gold_near_edges": 0, "examples": []}
-    for i, (doc, enc, spans) in enumerate(zip(documents, encodings, predictor.predict_encoded(encodings))):
-        scores = {Span(*word_to_char_span(enc, s, e), label): score for s, e, label, score in spans}
+    for i, (doc, enc, found) in enumerate(zip(documents, encodings, entities)):
+        scores = {Span(e.start, e.end, e.label): e.score for e in found}
         predicted = list(scores)
         correct, errors = classify_errors(doc.spans, predicted)
         gold_all.append(doc.spans)
@@ -95,7 +94,7 @@ def analyze(predictor: Predictor, documents: Sequence[Document], margin: int = 3
                     edges_summary["examples"].append({"class": error.kind, **item})
             classes[error.kind].append(item)
 
-    types = list(predictor.model.head.entity_types)
+    types = list(inference.entity_types)
     types += sorted({s.label for spans in gold_all for s in spans} - set(types))
     labels = [*types, NONE]
     worst = sorted((i for i, errors in enumerate(errors_by_doc) if errors), key=lambda i: -len(errors_by_doc[i]))
@@ -286,11 +285,11 @@ def render_html(report: dict, title: str) -> str:
             f'<style>{css}{REPORT_CSS}</style></head><body><main>{"".join(parts)}</main></body></html>\n')
 
 
-def write_error_report(predictor: Predictor, documents: Sequence[Document], run_dir: str | Path, split_name: str,
+def write_error_report(inference: Inference, documents: Sequence[Document], run_dir: str | Path, split_name: str,
                        margin: int = 3) -> Path:
     """Analyse ``documents`` and write ``errors.json`` and ``errors.html`` into ``run_dir``; returns the HTML path."""
     run_dir = Path(run_dir)
-    report = {"split": split_name, **analyze(predictor, documents, margin)}
+    report = {"split": split_name, **analyze(inference, documents, margin)}
     write_text_atomically(run_dir / "errors.json", json.dumps(report, ensure_ascii=False, indent=1))
     path = run_dir / "errors.html"
     write_text_atomically(path, render_html(report, f"Errors of {run_dir.name} on {split_name}"))

@@ -18,25 +18,23 @@ import numpy as np
 from seqeval.metrics import classification_report, f1_score, precision_score, recall_score
 
 from nerkit.data.batching import remove_overlaps
-from nerkit.data.encoding import AlignmentStats, char_to_unit_spans, word_to_char_span
+from nerkit.data.encoding import AlignmentStats, char_to_unit_spans
 from nerkit.data.readers import Document
 from nerkit.data.schemes import Span, get_scheme
-from nerkit.predict import Predictor
+from nerkit.inference import Inference
 
 
-def evaluate(predictor: Predictor, documents: Sequence[Document], scheme: str | None = None) -> dict:
-    """Predict ``documents`` and score them (see ``score``). ``scheme`` names the data's tag
-    scheme; by default the head's own (IOB2 for span heads)."""
+def evaluate(inference: Inference, documents: Sequence[Document], scheme: str | None = None) -> dict:
+    """Predict ``documents`` (``Inference.predict_documents``: on their own tokens when they have
+    them) and score them (see ``score``). ``scheme`` names the data's tag scheme; by default the
+    decoder's own (IOB2 for span heads)."""
     tokenized = scored_on_tokens(documents)
-    encodings = predictor.text_encoder.encode([d.text for d in documents], [d.tokens for d in documents])
-    predicted = predictor.predict_encoded(encodings)
+    encodings, entities = inference.predict_documents(documents)
     if tokenized:  # the words the model labelled are the dataset's tokens
-        units = [[(s, e, label) for s, e, label, _ in spans] for spans in predicted]
+        units = [[(e.token_start, e.token_end, e.label) for e in found] for found in entities]
     else:
-        units = [[(*word_to_char_span(enc, s, e), label) for s, e, label, _ in spans]
-                 for enc, spans in zip(encodings, predicted)]
-    scheme = scheme or getattr(getattr(predictor.model.head, "scheme", None), "name", "BIO")
-    metrics = score(documents, units, scheme)
+        units = [[(e.start, e.end, e.label) for e in found] for found in entities]
+    metrics = score(documents, units, scheme or inference.scheme)
     if tokenized:
         metrics["tokens_without_subtokens"] = sum(e.unk_tokens for e in encodings)
     return metrics

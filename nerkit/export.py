@@ -2,11 +2,12 @@
 (``format=hf``, softmax heads).
 
 ONNX: the graph is the model's forward pass: encoder, gather of each word's first sub-token,
-and the head's scores (tag emissions, or GlobalPointer span logits). Decoding (argmax, CRF
-Viterbi, span thresholds) and the merging of windows stay outside the graph, in numpy
-(``nerkit.onnx_predict``, which never imports torch); what they need (tags, scheme, CRF
-transitions) goes into the graph's metadata, with a hash of the weights it came from: loading a
-graph exported from other weights is refused.
+and the head's scores (tag emissions, or GlobalPointer span logits). Decoding and the merging
+of windows stay outside the graph, in ``nerkit.inference`` with the head's own numpy decoder
+(``Head.decoder``: argmax, CRF Viterbi, span threshold), so ``nerkit.onnx_predict`` never
+imports torch; the decoder's spec (tags, scheme, CRF transitions, threshold) goes into the
+graph's metadata, with a hash of the weights it came from: loading a graph exported from other
+weights is refused.
 
 HF: a ``*ForTokenClassification`` folder (config.json with id2label / label2id, model.safetensors
 with transformers' key names, tokenizer files) that ``pipeline("token-classification", model=DIR,
@@ -40,12 +41,9 @@ from transformers import AutoModelForTokenClassification
 
 from nerkit.cli import parse_args, setup_logging
 from nerkit.encoders.bert import BertEncoder
-from nerkit.heads.base import Head, TokenHead
-from nerkit.heads.crf import CRFHead
-from nerkit.heads.global_pointer import GlobalPointerHead
 from nerkit.heads.softmax import SoftmaxHead
 from nerkit.model import NerModel
-from nerkit.onnx_predict import DECODER, INPUTS, ONNX_FILE, WEIGHTS_HASH, weights_hash
+from nerkit.onnx_predict import DECODER, HEAD, INPUTS, ONNX_FILE, WEIGHTS_HASH, weights_hash
 
 log = logging.getLogger(__name__)
 
@@ -64,20 +62,6 @@ def example_inputs(model: NerModel) -> tuple[torch.Tensor, ...]:
     return input_ids, attention_mask, word_index, word_index > 0
 
 
-def decoder_spec(head: Head) -> dict:
-    """What decoding the head's scores needs, as JSON for the torch-free predictor."""
-    if isinstance(head, TokenHead) and isinstance(head, (SoftmaxHead, CRFHead)):
-        spec = {"head": type(head).__name__, "kind": "tags", "tags": head.tags, "scheme": head.scheme.name}
-        if isinstance(head, CRFHead):
-            # float32 -> JSON (shortest repr of the float64) -> float32 gives back the same values.
-            spec["crf"] = {"start": head.crf.start_transitions.tolist(), "end": head.crf.end_transitions.tolist(),
-                           "transitions": head.crf.transitions.tolist()}
-        return spec
-    if isinstance(head, GlobalPointerHead):
-        return {"head": type(head).__name__, "kind": "spans"}
-    raise ValueError(f"no ONNX decoder for {type(head).__name__}: nerkit.onnx_predict knows softmax, CRF and GlobalPointer heads")
-
-
 def _load_transformer(run_dir: str | Path, what: str) -> NerModel:
     model, _ = NerModel.load(run_dir, "cpu")
     if not isinstance(model.encoder, BertEncoder):
@@ -90,7 +74,7 @@ def export_onnx(run_dir: str | Path, output: str | Path | None = None, opset: in
     """Export ``run_dir``'s model to ONNX and check ONNX Runtime against PyTorch on a batch."""
     output = Path(output or Path(run_dir) / ONNX_FILE)
     model = _load_transformer(run_dir, "ONNX export")
-    spec = decoder_spec(model.head)
+    decoder = model.head.decoder()  # the head's own, the one every backend decodes with
     example = example_inputs(model)
     batch, tokens, words = torch.export.Dim("batch"), torch.export.Dim("tokens"), torch.export.Dim("words")
     n_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
@@ -102,7 +86,8 @@ def export_onnx(run_dir: str | Path, output: str | Path | None = None, opset: in
             verbose=False,
         )
     program.model.metadata_props[WEIGHTS_HASH] = weights_hash(run_dir)
-    program.model.metadata_props[DECODER] = json.dumps(spec)
+    program.model.metadata_props[DECODER] = json.dumps(decoder.spec())
+    program.model.metadata_props[HEAD] = type(model.head).__name__
     program.save(output, external_data=n_bytes > PROTOBUF_LIMIT)
 
     # A batch shaped differently from the traced one shows that the axes really are dynamic.

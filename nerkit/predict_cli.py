@@ -1,13 +1,16 @@
 """Batch prediction over files of any size: ``python -m nerkit.predict_cli run_dir=DIR input=IN output=OUT``.
 
 Input is UTF-8, one document per line: plain text, or JSON objects ``{"id": ..., "text": ...}``
-(``format=auto`` decides from the first non-blank line). Output is JSON Lines, one line per
-document in input order: ``{"id": ..., "entities": [{"start", "end", "label", "text", "score"}]}``,
-with offsets into that document's text; a plain-text line's id is its line number.
+or ``{"id": ..., "tokens": ["...", ...]}`` (already tokenized: the tokens are the words the model
+labels; ``format=auto`` decides from the first non-blank line). Output is JSON Lines, one line
+per document in input order: ``{"id": ..., "entities": [{"start", "end", "label", "text", "score"}]}``,
+with offsets into that document's text (for tokens: into the tokens joined by single spaces,
+and each entity also has ``token_start`` and ``token_end``, exclusive); a plain-text line's id
+is its line number.
 
 The input is read in chunks (``chunk_docs`` documents or ``chunk_chars`` characters, whichever
 comes first), so memory stays constant however long the file. A bad line (invalid UTF-8 or
-JSON, no string "text") is reported with its line number and skipped; the others go on, and
+JSON, no string "text" nor a "tokens" list of non-empty strings without whitespace) is reported with its line number and skipped; the others go on, and
 the exit status is 1 if any line was bad. Output is written to a temporary file renamed into
 place at the end, so a crash never leaves a partial file under the output name. The output keeps
 the permissions of the file it replaces (a new one follows the umask), and the temporary files of
@@ -46,6 +49,10 @@ from tqdm.auto import tqdm
 
 from nerkit.cli import (Backend, PrecisionChoice, TextPredictor, load_predictor, parse_args, require_positive,
                         setup_logging)
+from nerkit.data.encoding import Entity
+from nerkit.inference import check_token_lists
+
+Content = str | list[str]  # a document's text, or its tokens
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +93,8 @@ class BadLine(ValueError):
     pass
 
 
-def parse_line(raw: bytes, line_no: int, fmt: Format) -> tuple[str | int, str]:
-    """One input line -> (id, text); raises BadLine saying what is wrong."""
+def parse_line(raw: bytes, line_no: int, fmt: Format) -> tuple[str | int, Content]:
+    """One input line -> (id, text or tokens); raises BadLine saying what is wrong."""
     try:
         line = raw.decode("utf-8").rstrip("\r\n")
     except UnicodeDecodeError as err:
@@ -98,18 +105,27 @@ def parse_line(raw: bytes, line_no: int, fmt: Format) -> tuple[str | int, str]:
         obj = json.loads(line)
     except json.JSONDecodeError as err:
         raise BadLine(f"invalid JSON: {err.msg} at column {err.colno}") from None
-    if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
-        raise BadLine('expected a JSON object with a string "text" field')
+    if isinstance(obj, dict) and "text" in obj and "tokens" in obj:
+        raise BadLine('give either a "text" or a "tokens" field, not both')
+    if isinstance(obj, dict) and "tokens" in obj:
+        try:
+            [content] = check_token_lists([obj["tokens"]])
+        except (TypeError, ValueError) as err:
+            raise BadLine(str(err).replace("tokens[0]", '"tokens"', 1)) from None
+    elif isinstance(obj, dict) and isinstance(obj.get("text"), str):
+        content = obj["text"]
+    else:
+        raise BadLine('expected a JSON object with a string "text" field or a "tokens" list of strings')
     doc_id = obj.get("id", line_no)
     if not isinstance(doc_id, (str, int)) or isinstance(doc_id, bool):
         raise BadLine(f'"id" must be a string or an integer, got {doc_id!r}')
-    return doc_id, obj["text"]
+    return doc_id, content
 
 
-def read_chunks(path: Path, cfg: PredictConfig, stats: PredictStats) -> Iterator[list[tuple[str | int, str]]]:
+def read_chunks(path: Path, cfg: PredictConfig, stats: PredictStats) -> Iterator[list[tuple[str | int, Content]]]:
     """Documents of ``path`` in chunks of bounded size; bad lines are logged and counted."""
     fmt = cfg.format
-    chunk: list[tuple[str | int, str]] = []
+    chunk: list[tuple[str | int, Content]] = []
     chars = 0
     with open(path, "rb") as f, tqdm(total=path.stat().st_size, unit="B", unit_scale=True, desc="predict",
                                      disable=not cfg.progress, dynamic_ncols=True) as progress:
@@ -130,7 +146,7 @@ def read_chunks(path: Path, cfg: PredictConfig, stats: PredictStats) -> Iterator
                 log.error("%s:%d: %s", path, line_no, err)
                 continue
             chunk.append(doc)
-            chars += len(doc[1])
+            chars += len(doc[1]) if isinstance(doc[1], str) else sum(map(len, doc[1])) + len(doc[1])
             if len(chunk) >= cfg.chunk_docs or chars >= cfg.chunk_chars:
                 yield chunk
                 progress.set_postfix(docs=stats.documents, bad=stats.bad_lines)
@@ -185,6 +201,26 @@ def remove_stale_partials(target: Path) -> None:
         log.warning("removed %s, the unfinished output of an earlier run that was stopped", path)
 
 
+def predict_contents(predictor: TextPredictor, contents: list[Content]) -> list[list[Entity]]:
+    """Texts (``predict``) and token lists (``predict_tokens``), in input order."""
+    out: list[list[Entity]] = [[] for _ in contents]
+    texts = [i for i, content in enumerate(contents) if isinstance(content, str)]
+    token_lists = [i for i, content in enumerate(contents) if not isinstance(content, str)]
+    for indices, predict in ((texts, predictor.predict), (token_lists, predictor.predict_tokens)):
+        if indices:
+            for i, entities in zip(indices, predict([contents[i] for i in indices])):
+                out[i] = entities
+    return out
+
+
+def entity_json(entity: Entity) -> dict:
+    """An entity as an output record: token indices only for token input."""
+    record = asdict(entity)
+    if entity.token_start is None:
+        del record["token_start"], record["token_end"]
+    return record
+
+
 def predict_file(predictor: TextPredictor, cfg: PredictConfig) -> PredictStats:
     """Stream ``cfg.input`` through ``predictor`` into ``cfg.output`` (atomically replaced)."""
     source, target = Path(cfg.input), Path(cfg.output)
@@ -196,8 +232,8 @@ def predict_file(predictor: TextPredictor, cfg: PredictConfig) -> PredictStats:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as out:
             for chunk in read_chunks(source, cfg, stats):
-                for (doc_id, _), entities in zip(chunk, predictor.predict([text for _, text in chunk])):
-                    record = {"id": doc_id, "entities": [asdict(e) for e in entities]}
+                for (doc_id, _), entities in zip(chunk, predict_contents(predictor, [content for _, content in chunk])):
+                    record = {"id": doc_id, "entities": [entity_json(e) for e in entities]}
                     out.write(json.dumps(record, ensure_ascii=False) + "\n")
                     stats.entities += len(entities)
                 stats.documents += len(chunk)

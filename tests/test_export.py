@@ -19,7 +19,7 @@ from nerkit.model import NerModel
 from nerkit.onnx_predict import OnnxPredictor
 from nerkit.predict import Predictor
 from nerkit.predict_cli import main as predict_main
-from tests.helpers import make_cfg, save_tiny_run
+from tests.helpers import HEAD_NAMES, make_cfg, save_tiny_run
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -36,7 +36,7 @@ def entity_tuples(predictions):
     return [[(e.start, e.end, e.label, e.text) for e in doc] for doc in predictions]
 
 
-@pytest.fixture(scope="module", params=["softmax", "crf", "global_pointer"])
+@pytest.fixture(scope="module", params=HEAD_NAMES)
 def exported(request, tiny_bert_dir, tmp_path_factory) -> Path:
     run_dir = save_tiny_run(tiny_bert_dir, tmp_path_factory.mktemp(request.param), request.param)
     assert export_onnx(run_dir) == run_dir / "model.onnx"
@@ -46,11 +46,21 @@ def exported(request, tiny_bert_dir, tmp_path_factory) -> Path:
 def test_onnx_runtime_gives_the_same_entities(exported):
     run_dir = exported
     # Small batches: the graph meets several batch sizes and widths.
-    torch_out = Predictor.from_run(run_dir, "cpu", batch_size=3, precision="fp32").predict(TEXTS)  # the graph is fp32
-    onnx_out = OnnxPredictor.from_run(run_dir, batch_size=3).predict(TEXTS)
-    assert sum(map(len, torch_out)) > 0
-    assert entity_tuples(onnx_out) == entity_tuples(torch_out)
-    assert [e.score for doc in onnx_out for e in doc] == pytest.approx([e.score for doc in torch_out for e in doc], abs=1e-5)
+    torch_predictor = Predictor.from_run(run_dir, "cpu", batch_size=3, precision="fp32")  # the graph is fp32
+    onnx_predictor = OnnxPredictor.from_run(run_dir, batch_size=3)
+    # One decoder: the graph carries the head's own, and both backends decode with it.
+    assert type(onnx_predictor.decoder()) is type(torch_predictor.model.head.decoder())
+    assert onnx_predictor.decoder().spec() == torch_predictor.model.head.decoder().spec()
+    tokens = [text.split() for text in TEXTS]
+    for predict in ("predict", "predict_tokens"):
+        inputs = TEXTS if predict == "predict" else tokens
+        torch_out = getattr(torch_predictor, predict)(inputs)
+        onnx_out = getattr(onnx_predictor, predict)(inputs)
+        assert sum(map(len, torch_out)) > 0
+        assert entity_tuples(onnx_out) == entity_tuples(torch_out)
+        assert [(e.token_start, e.token_end) for doc in onnx_out for e in doc] == \
+               [(e.token_start, e.token_end) for doc in torch_out for e in doc]
+        assert [e.score for doc in onnx_out for e in doc] == pytest.approx([e.score for doc in torch_out for e in doc], abs=1e-5)
 
 
 def test_cli_onnx_backend_and_stale_exports(exported, tiny_bert_dir, tmp_path):
@@ -97,7 +107,7 @@ def test_onnx_prediction_never_imports_torch(exported, tmp_path):
     assert result["torch"] is False
     expected = Predictor.from_run(exported, "cpu", batch_size=3, precision="fp32").predict(TEXTS)
     assert [[tuple(e) for e in d] for d in result["entities"]] == entity_tuples(expected)
-    assert result["types"] == ["LOC", "ORG", "PER"] and result["head"] in ("SoftmaxHead", "CRFHead", "GlobalPointerHead")
+    assert result["types"] == ["LOC", "ORG", "PER"] and result["head"] in ("SoftmaxHead", "CRFHead", "GlobalPointerHead", "EfficientGlobalPointerHead")
 
 
 def test_encoder_folder_is_a_transformers_model(exported):

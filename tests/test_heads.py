@@ -72,8 +72,9 @@ def test_crf_never_decodes_a_forbidden_transition(scheme):
         for i, tag in enumerate(head.tags):
             if tag[0] in "IE":
                 scores[..., i] += 5.0
-    for row in head.best_tags(scores, mask):
-        tags = [head.tags[t] for t in row]
+    lengths = mask.sum(1).numpy()
+    for row, n in zip(head.decoder().best_paths(scores.numpy(), lengths), lengths):
+        tags = [head.tags[t] for t in row[:n]]
         assert head.scheme.allowed_start(tags[0]) and head.scheme.allowed_end(tags[-1])
         assert all(head.scheme.allowed_transition(a, b) for a, b in itertools.pairwise(tags))
 
@@ -129,7 +130,7 @@ def test_array_span_decoding_repairs_paths_exactly_like_the_scheme(scheme):
     lengths = [7, 0, 1, 12, 5, 9]
     paths = torch.randint(0, len(head.tags), (sum(lengths),), generator=generator)
     scores = torch.randn(sum(lengths), len(head.tags), generator=generator)
-    decoded = head.spans(scores, paths, lengths)
+    decoded = head.decoder().spans(scores.numpy(), paths.numpy(), lengths)
     probs = scores.softmax(-1).gather(1, paths[:, None])[:, 0]
     offset = 0
     for n, spans in zip(lengths, decoded):
@@ -142,9 +143,16 @@ def test_array_span_decoding_repairs_paths_exactly_like_the_scheme(scheme):
 
 
 def test_batched_viterbi_matches_pytorch_crf():
+    """The head's numpy decoder (what PyTorch and ONNX Runtime both decode with) finds the paths
+    pytorch-crf finds, also for documents laid end to end and decoded in chunks."""
     head = CRFHead(16, TYPES, scheme="BIOES").eval()
     hidden, mask = batch(lengths=(9, 1, 4, 9, 6))
     with torch.no_grad():
         head.crf.transitions.add_(torch.randn_like(head.crf.transitions))  # non-trivial transitions
         scores = head(hidden, mask) * 3
-        assert head.best_tags(scores, mask) == head.crf.decode(scores, mask=mask)
+        expected = head.crf.decode(scores, mask=mask)
+    decoder, lengths = head.decoder(), mask.sum(1).numpy()
+    paths = decoder.best_paths(scores.numpy(), lengths)
+    assert [row[:n].tolist() for row, n in zip(paths, lengths)] == expected
+    laid_out = decoder.paths(scores.numpy()[mask.numpy()], lengths.tolist(), chunk_words=20)  # several chunks
+    assert laid_out.tolist() == [t for row in expected for t in row]

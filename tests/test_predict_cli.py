@@ -82,8 +82,48 @@ def test_jsonl_with_bad_lines_is_streamed_in_chunks(tmp_path, predictor, caplog)
     errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
     assert errors == [
         f"{source}:3: invalid JSON: Expecting value at column 26",
-        f"{source}:6: expected a JSON object with a string \"text\" field",
+        f"{source}:6: expected a JSON object with a string \"text\" field or a \"tokens\" list of strings",
         f"{source}:7: \"id\" must be a string or an integer, got ['not', 'scalar']",
+    ]
+
+
+def test_jsonl_token_lines_are_predicted_on_their_tokens(tmp_path, predictor, caplog):
+    tokens = [text.split() for text in TEXTS]
+    lines = [
+        json.dumps({"id": "t0", "tokens": tokens[0]}),
+        json.dumps({"id": "x", "text": TEXTS[1]}),
+        json.dumps({"id": "t2", "tokens": tokens[2]}),
+        json.dumps({"id": "space", "tokens": ["New York", "is"]}),
+        json.dumps({"id": "string", "tokens": "John Smith"}),
+        json.dumps({"id": "empty-token", "tokens": ["John", ""]}),
+        json.dumps({"id": "both", "text": "Paris", "tokens": ["Paris"]}),
+        json.dumps({"id": "none", "tokens": []}),
+    ]
+    source = tmp_path / "in.jsonl"
+    source.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    cfg = PredictConfig(run_dir="unused", input=str(source), output=str(tmp_path / "out.jsonl"), progress=False)
+    stats = predict_file(predictor, cfg)
+
+    assert (stats.documents, stats.bad_lines) == (4, 4)
+    records = read_jsonl(tmp_path / "out.jsonl")
+    assert [r["id"] for r in records] == ["t0", "x", "t2", "none"]
+    expected = predictor.predict_tokens([tokens[0], tokens[2], []])
+    assert sum(map(len, expected)) > 0
+    for record, doc_tokens, entities in zip([records[0], records[2], records[3]], [tokens[0], tokens[2], []], expected):
+        assert_same_entities(record["entities"], entities)
+        assert [(e["token_start"], e["token_end"]) for e in record["entities"]] == [(e.token_start, e.token_end) for e in entities]
+        assert all(" ".join(doc_tokens[e["token_start"]:e["token_end"]]) == e["text"] for e in record["entities"])
+    [text_entities] = predictor.predict([TEXTS[1]])
+    assert_same_entities(records[1]["entities"], text_entities)
+    assert all("token_start" not in e for e in records[1]["entities"])  # text lines keep their record format
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert errors == [
+        f"{source}:4: \"tokens\"[0] 'New York' contains whitespace: a token is one or more characters without "
+        "whitespace (entity offsets are into the tokens joined by single spaces)",
+        f"{source}:5: \"tokens\" is a str, not a list of str tokens",
+        f"{source}:6: \"tokens\"[1] is empty: a token is one or more characters without whitespace (entity offsets "
+        "are into the tokens joined by single spaces)",
+        f"{source}:7: give either a \"text\" or a \"tokens\" field, not both",
     ]
 
 

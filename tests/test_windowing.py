@@ -22,6 +22,7 @@ from nerkit.evaluation import evaluate
 from nerkit.heads.crf import CRFHead
 from nerkit.heads.global_pointer import EfficientGlobalPointerHead, GlobalPointerHead
 from nerkit.heads.softmax import SoftmaxHead
+from nerkit.inference import merge_spans
 from nerkit.model import NerModel
 from nerkit.predict import Predictor
 
@@ -128,14 +129,20 @@ def test_owners_are_the_most_central_windows(layout, data):
         best = max(context(windows[k], word, word + 1) for k in holding)
         assert owners[word] == min(k for k in holding if context(windows[k], word, word + 1) == best)
     if n:
-        start = data.draw(st.integers(0, n - 1))
-        end = data.draw(st.integers(start + 1, n))
-        holding = [k for k, w in enumerate(windows) if w.word_start <= start and end <= w.word_end]
-        if holding:
-            best = max(context(windows[k], start, end) for k in holding)
-            assert table.span_owner(0, start, end) == min(k for k in holding if context(windows[k], start, end) == best)
-        else:
-            assert table.span_owner(0, start, end) is None
+        spans = []
+        for _ in range(5):
+            start = data.draw(st.integers(0, n - 1))
+            spans.append((start, data.draw(st.integers(start + 1, n))))
+        expected = []
+        for start, end in spans:
+            holding = [k for k, w in enumerate(windows) if w.word_start <= start and end <= w.word_end]
+            best = max((context(windows[k], start, end) for k in holding), default=None)
+            expected.append(min((k for k in holding if context(windows[k], start, end) == best), default=-1))
+        starts, ends = [s for s, _ in spans], [e for _, e in spans]
+        assert table.span_owners([0] * len(spans), starts, ends).tolist() == expected
+        # The same spans in the third document of a table of several: rows of that document only.
+        shift = [k + len(windows) if k >= 0 else -1 for k in expected]
+        assert several.span_owners([2] * len(spans), starts, ends).tolist() == shift
 
 
 # --- windowed prediction == unwindowed prediction when the document fits one window ---------------
@@ -309,7 +316,7 @@ def test_global_pointer_keeps_each_span_once_from_its_most_central_window():
     windows = [Window(0, 10, 0, 10), Window(5, 15, 5, 15)]
     spans_w0 = [(6, 8, "PER", 0.9), (6, 8, "LOC", 0.6), (8, 10, "PER", 0.7)]  # (8, 10) touches w0's edge
     spans_w1 = [(1, 3, "PER", 0.8), (3, 5, "PER", 0.5), (9, 10, "LOC", 0.4)]  # absolute (6,8), (8,10), (14,15)
-    [kept] = head.decode_documents(WindowTable.of([windows]), [spans_w0, spans_w1])
+    [kept] = merge_spans(head.decoder(), WindowTable.of([windows]), [spans_w0, spans_w1])
     assert kept == [(6, 8, "LOC", 0.6), (6, 8, "PER", 0.9), (8, 10, "PER", 0.5), (14, 15, "LOC", 0.4)]
 
 

@@ -13,6 +13,7 @@ from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 from typing import Sequence
 
+import regex
 from transformers import PreTrainedTokenizerBase
 
 from nerkit.data.schemes import Span
@@ -175,17 +176,36 @@ def word_to_char_span(enc: EncodedText, start: int, end: int) -> tuple[int, int]
 class Entity:
     """A predicted entity (here, not in the predictor, so that torch-free runtimes share it)."""
 
-    start: int  # character offset into the original text
+    start: int  # character offset into the original text (token input: into the tokens joined by spaces)
     end: int  # exclusive: text[start:end] is the entity
     label: str
     text: str
     score: float
+    token_start: int | None = None  # token input only: the entity's first token
+    token_end: int | None = None  # token input only: exclusive
 
 
-def to_entities(text: str, enc: EncodedText, spans: Sequence[tuple[int, int, str, float]]) -> list[Entity]:
-    """Word spans ``(start, end, label, score)`` of ``text`` -> entities with character offsets."""
+# One extended grapheme cluster: a character and the combining marks, variation selectors and
+# joiners that belong to it.
+_GRAPHEME = regex.compile(r"\X")
+
+
+def grapheme_end(text: str, end: int) -> int:
+    """``end`` moved forward to the end of the grapheme cluster its last character belongs to,
+    so that an entity never stops before a trailing combining mark or variation selector."""
+    if 0 < end < len(text):
+        return max(end, _GRAPHEME.match(text, end - 1).end())
+    return end
+
+
+def to_entities(text: str, enc: EncodedText, spans: Sequence[tuple[int, int, str, float]],
+                tokens: bool = False) -> list[Entity]:
+    """Word spans ``(start, end, label, score)`` of ``text`` -> entities with character offsets
+    (ends at grapheme-cluster ends); ``tokens``: the words are given tokens, whose indices the
+    entities carry too."""
     entities = []
     for start, end, label, score in spans:
         c0, c1 = word_to_char_span(enc, start, end)
-        entities.append(Entity(c0, c1, label, text[c0:c1], score))
+        c1 = grapheme_end(text, c1)
+        entities.append(Entity(c0, c1, label, text[c0:c1], score, start if tokens else None, end if tokens else None))
     return entities

@@ -91,20 +91,25 @@ class WindowTable(NamedTuple):
         sizes = self.word_end - self.word_start
         return np.searchsorted(np.cumsum(sizes), self.word_rows(), side="right")
 
-    def span_owner(self, doc: int, start: int, end: int) -> int | None:
-        """The row of the window of ``doc`` holding words [start, end) fully and most centrally
-        (earliest on ties, as for words), or None if no window holds it."""
-        # Window starts and ends both increase, so the windows holding the span are the ones just
-        # before the last window starting at or before `start`.
-        first = int(np.searchsorted(self.doc, doc, side="left"))
-        k = first + int(np.searchsorted(self.word_start[first : np.searchsorted(self.doc, doc, side="right")], start, side="right")) - 1
-        best_k, best_context = None, -1
-        while k >= first and self.word_end[k] >= end:
-            context = min(start - int(self.word_start[k]), int(self.word_end[k]) - end)
-            if context >= best_context:
-                best_k, best_context = k, context
-            k -= 1
-        return best_k
+    def span_owners(self, doc: np.ndarray, start: np.ndarray, end: np.ndarray) -> np.ndarray:
+        """For each span (its document, words [start, end)), the row of the window holding it
+        fully and most centrally (earliest on ties, as for words), or -1 if no window holds it."""
+        doc, start, end = (np.asarray(x, dtype=np.int64) for x in (doc, start, end))
+        # Window starts and ends both increase within a document, so the windows holding a span
+        # are the rows from the first ending at or after `end` to the last starting at or before
+        # `start`; keys doc * big + position keep each search inside the span's document.
+        big = int(self.word_end.max(initial=0)) + 1
+        last = np.searchsorted(self.doc * big + self.word_start, doc * big + start, side="right") - 1
+        first = np.searchsorted(self.doc * big + self.word_end, doc * big + end, side="left")
+        owners, best = np.full(len(doc), -1, dtype=np.int64), np.full(len(doc), -1, dtype=np.int64)
+        for step in range(int((last - first).max(initial=-1)) + 1):  # a few windows hold any one span
+            row = first + step
+            holds = row <= last
+            row = np.where(holds, row, 0)
+            context = np.minimum(start - self.word_start[row], self.word_end[row] - end)
+            better = holds & (context > best)
+            owners[better], best[better] = row[better], context[better]
+        return owners
 
 
 def budget_batches(lengths: Sequence[int], batch_size: int, max_tokens: int) -> list[list[int]]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import numpy as np
 import torch
 from torchcrf import CRF
 
@@ -42,25 +43,11 @@ class CRFHead(TokenHead):
         targets = self.tag_targets(spans, scores.shape[1]).to(scores.device)
         return -self.crf(scores.float(), targets, mask=mask, reduction="token_mean")
 
-    def best_paths(self, scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Viterbi over the batch, backtracking on tensors too (pytorch-crf's ``decode`` walks
-        back one ``.item()`` at a time in Python). Same recurrence and tie-breaking as its decode."""
-        emissions, crf = scores.float(), self.crf
-        batch, n, _ = emissions.shape
-        score = crf.start_transitions + emissions[:, 0]
-        history = []
-        for t in range(1, n):
-            best, previous = (score[:, :, None] + crf.transitions + emissions[:, t, None, :]).max(1)
-            history.append(previous)
-            score = torch.where(mask[:, t, None], best, score)
-        tag = (score + crf.end_transitions).argmax(1)
-        lengths = mask.sum(1)
-        paths = torch.empty(batch, n, dtype=torch.long, device=emissions.device)
-        for t in range(n - 1, -1, -1):
-            paths[:, t] = tag
-            if t:  # past a row's end its last tag is carried back unchanged
-                tag = torch.where(t < lengths, history[t - 1].gather(1, tag[:, None])[:, 0], tag)
-        return paths
+    def transitions(self) -> dict[str, np.ndarray]:
+        crf = self.crf
+        return {"start": crf.start_transitions.detach().float().cpu().numpy(),
+                "end": crf.end_transitions.detach().float().cpu().numpy(),
+                "transitions": crf.transitions.detach().float().cpu().numpy()}
 
     def param_groups(self, base_lr: float, weight_decay: float) -> list[dict]:
         lr = self.lr or base_lr

@@ -11,8 +11,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from nerkit.data.windowing import WindowTable
-from nerkit.heads.base import Head, ScoredSpan
+from nerkit.heads.base import Head
+from nerkit.heads.decoding import SpanDecoder
 
 
 def rotary(x: torch.Tensor) -> torch.Tensor:
@@ -78,26 +78,8 @@ class GlobalPointerHead(Head):
                 targets[row, label, start, end - 1] = 1.0
         return multilabel_categorical_crossentropy(scores.flatten(2), targets.flatten(2))
 
-    def decode(self, scores: torch.Tensor, mask: torch.Tensor) -> list[list[ScoredSpan]]:
-        out: list[list[ScoredSpan]] = [[] for _ in range(scores.shape[0])]
-        hits = (scores > 0).nonzero().tolist()
-        probs = scores[scores > 0].sigmoid().tolist()
-        for (row, label, start, end), prob in zip(hits, probs):
-            out[row].append(ScoredSpan(start, end + 1, self.entity_types[label], prob))
-        return [sorted(row) for row in out]
-
-    def window_outputs(self, scores: torch.Tensor, mask: torch.Tensor) -> list[list[ScoredSpan]]:
-        return self.decode(scores, mask)
-
-    def decode_documents(self, table: WindowTable, outputs) -> list[list[ScoredSpan]]:
-        """Keep a span only from the window that holds it fully and most centrally; spans
-        found by several windows are thereby kept once."""
-        results: list[list[ScoredSpan]] = [[] for _ in table.doc_words]
-        for k, (doc, offset, spans) in enumerate(zip(table.doc.tolist(), table.word_start.tolist(), outputs)):
-            for s, e, label, prob in spans:
-                if table.span_owner(doc, s + offset, e + offset) == k:
-                    results[doc].append(ScoredSpan(s + offset, e + offset, label, prob))
-        return [sorted(spans) for spans in results]
+    def decoder(self) -> SpanDecoder:
+        return SpanDecoder(self.entity_types, threshold=0.0)  # a span is an entity when its logit is positive
 
 
 class EfficientGlobalPointerHead(GlobalPointerHead):

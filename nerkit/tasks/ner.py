@@ -1,5 +1,6 @@
 """Named-entity recognition (``task=ner``): encoder + head over sliding windows, scored at entity
-level on whole documents (``nerkit.evaluation``). The run directory loads with ``Predictor.from_run``."""
+level on whole documents (``nerkit.evaluation``, through ``nerkit.inference``, the path every
+predictor takes). The run directory loads with ``Predictor.from_run``."""
 from __future__ import annotations
 
 import logging
@@ -12,13 +13,15 @@ from omegaconf import DictConfig
 from torch import nn
 
 from nerkit.data import batching
+from nerkit.data.encoding import TextEncoder
 from nerkit.data.readers import Document
 from nerkit.error_report import write_error_report
 from nerkit.evaluation import evaluate
+from nerkit.inference import Inference
 from nerkit.messages import shorten
-from nerkit.model import NerModel
+from nerkit.model import NerModel, default_batch_tokens, torch_scores
 from nerkit.model_card import TaskCard, escape, model_card, short_name
-from nerkit.predict import Predictor
+from nerkit.precision import check_precision
 from nerkit.tasks.base import Batch, Task, read_splits
 
 log = logging.getLogger(__name__)
@@ -45,10 +48,10 @@ class NerTask(Task):
         train_docs = self.splits.pop("train")
         entity_types = entity_types_of(train_docs, self.splits)
         self.model = NerModel.from_config(cfg, entity_types, train_texts=[d.text for d in train_docs]).to(device)
+        self.text_encoder = TextEncoder(self.model.encoder.tokenizer, cfg.max_length, cfg.stride, cfg.get("truncate", False))
         # Evaluated at the training precision, so dev scores say what the trained weights do at it.
-        self.predictor = Predictor(self.model, cfg.max_length, cfg.stride, cfg.trainer.eval_batch_size, device,
-                                   cfg.get("truncate", False), precision=cfg.trainer.get("precision", "fp32"))
-        self.windows = batching.window_dataset(train_docs, self.predictor.text_encoder, entity_types,
+        self.precision = check_precision(cfg.trainer.get("precision", "fp32"), device)
+        self.windows = batching.window_dataset(train_docs, self.text_encoder, entity_types,
                                                self.model.head.supports_nested).to_list()
         self.pad_id = self.model.encoder.tokenizer.pad_token_id
         log.info("%d training documents -> %d windows; entity types: %s", len(train_docs), len(self.windows),
@@ -74,20 +77,21 @@ class NerTask(Task):
     def has_split(self, split: str) -> bool:
         return split in self.splits
 
+    def inference(self, model: NerModel) -> Inference:
+        """``model`` predicting through the one inference path, as users' predictors do."""
+        batch_size = self.cfg.trainer.eval_batch_size
+        return Inference(self.text_encoder, torch_scores(model, self.device, self.precision), model.head.decoder,
+                         batch_size, default_batch_tokens(torch.device(self.device), batch_size, self.cfg.max_length))
+
     def evaluate(self, model: nn.Module, split: str) -> dict:
-        predictor = self.predictor if model is self.model else Predictor(
-            model, self.cfg.max_length, self.cfg.stride, self.cfg.trainer.eval_batch_size, self.device,
-            self.cfg.get("truncate", False), precision=self.predictor.precision)
         # Scored in the data's own tag scheme when the reader names one (CoNLL files: IOB2 / BIOES).
-        return evaluate(predictor, self.splits[split], scheme=self.cfg.data[split].get("scheme"))
+        return evaluate(self.inference(model), self.splits[split], scheme=self.cfg.data[split].get("scheme"))
 
     def report(self, best: nn.Module, run_dir: Path) -> dict:
         """The dev set's error analysis (errors.html / errors.json), when ``report_errors`` is on."""
         if not (self.cfg.get("report_errors", False) and self.has_split("dev")):
             return {}
-        predictor = Predictor(best, self.cfg.max_length, self.cfg.stride, self.cfg.trainer.eval_batch_size, self.device,
-                              self.cfg.get("truncate", False), precision=self.predictor.precision)
-        return {"error_report": str(write_error_report(predictor, self.splits["dev"], run_dir, "dev"))}
+        return {"error_report": str(write_error_report(self.inference(best), self.splits["dev"], run_dir, "dev"))}
 
     @classmethod
     def model_card(cls, cfg: DictConfig, labels: Sequence[str], metrics: dict | None = None) -> str:
