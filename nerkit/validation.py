@@ -7,8 +7,10 @@ crash only after training (``max_steps=0``, an empty dev set) is an error up fro
 """
 from __future__ import annotations
 
+import difflib
 import logging
 import math
+from pathlib import Path
 from typing import Any, Iterator
 
 from omegaconf import DictConfig, OmegaConf
@@ -21,6 +23,8 @@ from nerkit.runs import target_problem, target_problems
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")
+# The config files: the keys they set are the keys a training config may have.
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 BERT = "nerkit.encoders.bert.BertEncoder"
 
 
@@ -101,10 +105,44 @@ def validate_config(cfg: DictConfig) -> None:
     problems += [f"{problem} (a run directory naming it would not load)" for problem in target_problems(cfg)]
     if not target_problem("encoder", cfg.encoder.get("_target_")) and _is_int(max_length):
         problems += _encoder_problems(cfg)
+    problems += unknown_keys(cfg)
     if cfg.get("data") is None or cfg.data.get("train") is None:
         problems.append("data.train is missing: training needs a train split")
     if problems:
         raise ConfigError("invalid config:\n  " + "\n  ".join(problems))
+
+
+def unknown_keys(cfg: DictConfig) -> list[str]:
+    """Top-level, ``trainer.*`` and ``task.*`` keys that no file of conf/ sets: a key added with
+    ``+`` (``+trainer.epoch=2``, a typo of epochs) would be read by nothing and saved as if it counted."""
+    train_yaml = CONF_DIR / "train.yaml"
+    if not train_yaml.is_file():
+        log.info("%s not found: unknown config keys are not checked", train_yaml)
+        return []
+    # train.yaml and the groups that write at the top level (experiment=..., hparams_search=...).
+    global_files = [train_yaml] + [f for f in sorted(CONF_DIR.glob("*/*.yaml"))
+                                   if "# @package _global_" in f.read_text(encoding="utf-8").splitlines()]
+    known: dict[str, set[str]] = {"": {p.name for p in CONF_DIR.iterdir() if p.is_dir()}, "trainer": set()}
+    for path in global_files:
+        node = OmegaConf.load(path)
+        known[""] |= set(node) - {"defaults"}
+        known["trainer"] |= set(node.get("trainer") or {})
+    task_files = [OmegaConf.load(f) for f in sorted(CONF_DIR.glob("task/*.yaml"))]
+    same_task = [set(node) for node in task_files if cfg.get("task") and node.get("_target_") == cfg.task.get("_target_")]
+    if same_task:  # a task class without a conf/task file has no list of keys to check against
+        known["task"] = set().union(*same_task)
+
+    problems = []
+    for section, keys in known.items():
+        node = cfg if not section else cfg.get(section)
+        if not isinstance(node, DictConfig):
+            continue
+        for key in sorted(set(node) - keys):
+            name = f"{section}.{key}" if section else key
+            close = difflib.get_close_matches(key, sorted(keys), n=1)
+            hint = f" (did you mean {section + '.' if section else ''}{close[0]}?)" if close else ""
+            problems.append(f"{name}: unknown key{hint}: no file of conf/ sets it, so nothing would read it")
+    return problems
 
 
 def _encoder_problems(cfg: DictConfig) -> list[str]:
@@ -127,9 +165,23 @@ def _encoder_problems(cfg: DictConfig) -> list[str]:
     return []
 
 
-def validate_splits(splits: dict[str, list[Document]]) -> None:
-    """Every configured split read at least one document (an empty dev set crashes only after training)."""
-    empty = [name for name, docs in splits.items() if not docs]
-    if empty:
-        raise ConfigError("; ".join(f"data.{name} gave no documents: check its file, or set data.{name}=null"
-                                    + (" (train cannot be null)" if name == "train" else "") for name in empty))
+def validate_splits(splits: dict[str, list[Document]], data: DictConfig | None = None) -> None:
+    """Every configured split read at least one document (an empty dev set crashes only after
+    training); ``data`` (the config's ``data``) names each split's files in the error."""
+    problems = []
+    for name, docs in splits.items():
+        if docs:
+            continue
+        node = data.get(name) if data is not None else None
+        tree = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else {}
+        files = [str(value) for key, value in _keys(tree, "") if key.rsplit(".", 1)[-1] in _SOURCE_KEYS]
+        source = f" ({', '.join(files)})" if files else ""
+        # Training needs documents; only dev and test may be left out.
+        fix = "check its file" if name == "train" else f"check its file, or set data.{name}=null"
+        problems.append(f"data.{name}{source} gave no documents: {fix}")
+    if problems:
+        raise ConfigError("; ".join(problems))
+
+
+# The keys of a reader's config that say where its documents come from.
+_SOURCE_KEYS = ("path", "articles", "split")

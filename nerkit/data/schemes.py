@@ -6,6 +6,8 @@ and seqeval scoring.
 """
 from __future__ import annotations
 
+import functools
+import unicodedata
 from dataclasses import dataclass, field
 from typing import NamedTuple, Sequence
 
@@ -20,6 +22,21 @@ class Span(NamedTuple):
 
 class TagError(ValueError):
     """A tag that does not belong to the scheme."""
+
+
+def label_problem(label: object, what: str = "a label") -> str | None:
+    """What is wrong with an entity or class label, or None. A label is a non-empty string without
+    surrounding whitespace or control characters: " LOC " or "LOC\\n" would be a type apart from "LOC"."""
+    if not isinstance(label, str) or not label.strip():
+        return f"{what} must be a non-empty string, got {label!r}"
+    if _has_stray_characters(label):
+        return f"{what} {label!r} has surrounding whitespace or control characters"
+    return None
+
+
+@functools.lru_cache(maxsize=4096)  # called for every tag of a file: a few distinct labels
+def _has_stray_characters(label: str) -> bool:
+    return label != label.strip() or any(unicodedata.category(c) == "Cc" for c in label)
 
 
 # Roles a prefix plays: starts an entity, continues it, ends it.
@@ -42,6 +59,8 @@ class Scheme:
         prefix, sep, label = tag.partition("-")
         if not sep or not label or prefix not in self.prefixes:
             raise TagError(f"tag {tag!r} is not a valid {self.name} tag")
+        if problem := label_problem(label):
+            raise TagError(f"tag {tag!r}: {problem}")
         return _PREFIX_ALIASES.get(prefix, prefix), label
 
     def tags(self, entity_types: Sequence[str]) -> list[str]:
