@@ -15,9 +15,15 @@ from typing import Any, Iterator
 
 from omegaconf import DictConfig, OmegaConf
 
+from hydra.utils import get_class
+
 from nerkit.data.batching import BATCH_ORDERS
 from nerkit.data.readers import Document
+from nerkit.data.schemes import get_scheme
 from nerkit.encoders.bert import locate_pretrained, position_limit
+from nerkit.heads.base import TokenHead
+from nerkit.heads.crf import CRFHead
+from nerkit.heads.global_pointer import GlobalPointerHead
 from nerkit.runs import target_problem, target_problems
 
 log = logging.getLogger(__name__)
@@ -26,6 +32,7 @@ PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 # The config files: the keys they set are the keys a training config may have.
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 BERT = "nerkit.encoders.bert.BertEncoder"
+GIB = 2**30
 
 
 _ABSENT = object()
@@ -95,6 +102,8 @@ def validate_config(cfg: DictConfig) -> None:
     check("trainer.precision", lambda v: v in PRECISIONS, f"one of {'|'.join(PRECISIONS)}", required=False)
     check("trainer.batch_order", lambda v: v in BATCH_ORDERS, f"one of {'|'.join(BATCH_ORDERS)}", required=False)
     check("seed", _is_int, "an integer")
+    check("limits.max_entity_types", *positive_int)
+    check("limits.head_memory_gb", lambda v: _is_number(v) and v > 0, "a number > 0 (GiB)")
 
     check("max_length", lambda v: _is_int(v) and v >= 3, "an integer >= 3 (special tokens + at least one token)")
     max_length = cfg.get("max_length")
@@ -185,3 +194,50 @@ def validate_splits(splits: dict[str, list[Document]], data: DictConfig | None =
 
 # The keys of a reader's config that say where its documents come from.
 _SOURCE_KEYS = ("path", "articles", "split")
+
+
+def head_memory(head: DictConfig, n_types: int, rows: int, words: int) -> tuple[int, str]:
+    """Estimated bytes of the score tensors the head ``head`` (its config) keeps for one batch of
+    ``rows`` windows of ``words`` words with ``n_types`` entity types (4-byte floats, the copies
+    its loss keeps for the backward pass), and what they count."""
+    head_class = get_class(head._target_)
+    if issubclass(head_class, GlobalPointerHead):
+        # Logits, their masked copy, the targets, and the loss's signed and split copies.
+        return 6 * 4 * rows * n_types * words**2, f"{rows} windows x {n_types} types x {words}^2 word pairs"
+    if issubclass(head_class, TokenHead):
+        per_type = len(get_scheme(head.get("scheme", "BIO")).tags(["T"])) - 1  # B-, I- (and E-, S-)
+        tags = 1 + per_type * n_types
+        if issubclass(head_class, CRFHead):
+            # The forward algorithm keeps a tags x tags table per word for the backward pass.
+            return 2 * 4 * rows * words * tags**2, f"{rows} windows x {words} words x {tags}^2 tag transitions"
+        return 3 * 4 * rows * words * tags, f"{rows} windows x {words} words x {tags} tags"
+    return 3 * 4 * rows * words * n_types, f"{rows} windows x {words} words x {n_types} types"
+
+
+def check_entity_types(cfg: DictConfig, entity_types: list[str]) -> None:
+    """Refuse, before the model is built, a number of entity types above ``limits.max_entity_types``
+    or a head whose scores for one training batch would need more than ``limits.head_memory_gb``:
+    a file with 10,000 types took minutes to build a CRF and then asked for 12.8 GB at step one."""
+    n, limits = len(entity_types), cfg.limits
+    shown = ", ".join(entity_types[:10]) + (f", ... ({n - 10} more)" if n > 10 else "")
+    problems = []
+    if n > limits.max_entity_types:
+        problems.append(f"the training data has {n} entity types ({shown}), more than limits.max_entity_types="
+                        f"{limits.max_entity_types}; check the label column, or raise the limit "
+                        f"(limits.max_entity_types={n})")
+    needed, what = head_memory(cfg.head, n, cfg.trainer.batch_size, cfg.max_length)
+    if needed > limits.head_memory_gb * GIB:
+        problems.append(f"head {cfg.head._target_.rsplit('.', 1)[-1]} would need about {needed / GIB:.1f} GiB for the "
+                        f"scores of one training batch ({what}), more than limits.head_memory_gb="
+                        f"{limits.head_memory_gb}; use fewer entity types, a smaller trainer.batch_size or max_length, "
+                        f"another head, or raise the limit (limits.head_memory_gb={math.ceil(needed / GIB)})")
+    if problems:
+        raise ConfigError("; ".join(problems))
+
+
+def eval_batch_tokens(cfg: DictConfig, n_types: int) -> int:
+    """The most padded tokens an evaluation batch may hold so that the head's scores stay within
+    ``limits.head_memory_gb`` (GlobalPointer's grow with types x words^2: 10,000 types ran out of
+    memory in the first dev evaluation)."""
+    per_window, _ = head_memory(cfg.head, n_types, 1, cfg.max_length)
+    return max(1, int(cfg.limits.head_memory_gb * GIB * cfg.max_length // per_window))

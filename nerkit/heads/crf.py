@@ -26,10 +26,10 @@ class CRFHead(TokenHead):
     ):
         super().__init__(hidden_size, entity_types, scheme, dropout, lr)
         self.crf = CRF(len(self.tags), batch_first=True)
-        allowed = self.scheme.allowed_transition
-        self._block(self.crf.start_transitions, torch.tensor([not self.scheme.allowed_start(t) for t in self.tags]))
-        self._block(self.crf.end_transitions, torch.tensor([not self.scheme.allowed_end(t) for t in self.tags]))
-        self._block(self.crf.transitions, torch.tensor([[not allowed(a, b) for b in self.tags] for a in self.tags]))
+        start, end, transition = self.scheme.allowed(self.tags)
+        self._block(self.crf.start_transitions, torch.from_numpy(~start))
+        self._block(self.crf.end_transitions, torch.from_numpy(~end))
+        self._block(self.crf.transitions, torch.from_numpy(~transition))
 
     @staticmethod
     def _block(param: torch.nn.Parameter, forbidden: torch.Tensor) -> None:

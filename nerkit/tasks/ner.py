@@ -17,6 +17,7 @@ from nerkit.evaluation import evaluate
 from nerkit.model import NerModel
 from nerkit.predict import Predictor
 from nerkit.tasks.base import Batch, Task, read_splits
+from nerkit.validation import check_entity_types, eval_batch_tokens
 
 log = logging.getLogger(__name__)
 
@@ -40,14 +41,22 @@ class NerTask(Task):
         self.splits = read_splits(cfg)
         train_docs = self.splits.pop("train")
         entity_types = entity_types_of(train_docs, self.splits)
+        check_entity_types(cfg, entity_types)  # before the head is built for them
+        self.eval_batch_tokens = eval_batch_tokens(cfg, len(entity_types))
         self.model = NerModel.from_config(cfg, entity_types, train_texts=[d.text for d in train_docs]).to(device)
         # Evaluated at the training precision, so dev scores say what the trained weights do at it.
-        self.predictor = Predictor(self.model, cfg.max_length, cfg.stride, cfg.trainer.eval_batch_size, device,
-                                   cfg.get("truncate", False), precision=cfg.trainer.get("precision", "fp32"))
+        self.predictor = self.evaluator(self.model, cfg.trainer.get("precision", "fp32"))
         self.windows = batching.window_dataset(train_docs, self.predictor.text_encoder, entity_types,
                                                self.model.head.supports_nested).to_list()
         self.pad_id = self.model.encoder.tokenizer.pad_token_id
         log.info("%d training documents -> %d windows; entity types: %s", len(train_docs), len(self.windows), entity_types)
+
+    def evaluator(self, model: nn.Module, precision: str) -> Predictor:
+        """A predictor for scoring ``model``, its batches kept within the head's memory limit."""
+        predictor = Predictor(model, self.cfg.max_length, self.cfg.stride, self.cfg.trainer.eval_batch_size, self.device,
+                              self.cfg.get("truncate", False), precision=precision)
+        predictor.max_batch_tokens = min(predictor.max_batch_tokens, self.eval_batch_tokens)
+        return predictor
 
     def lengths(self) -> list[int]:
         return [len(w["input_ids"]) for w in self.windows]
@@ -70,9 +79,7 @@ class NerTask(Task):
         return split in self.splits
 
     def evaluate(self, model: nn.Module, split: str) -> dict:
-        predictor = self.predictor if model is self.model else Predictor(
-            model, self.cfg.max_length, self.cfg.stride, self.cfg.trainer.eval_batch_size, self.device,
-            self.cfg.get("truncate", False), precision=self.predictor.precision)
+        predictor = self.predictor if model is self.model else self.evaluator(model, self.predictor.precision)
         # Scored in the data's own tag scheme when the reader names one (CoNLL files: IOB2 / BIOES).
         return evaluate(predictor, self.splits[split], scheme=self.cfg.data[split].get("scheme"))
 
@@ -80,8 +87,7 @@ class NerTask(Task):
         """The dev set's error analysis (errors.html / errors.json), when ``report_errors`` is on."""
         if not (self.cfg.get("report_errors", False) and self.has_split("dev")):
             return {}
-        predictor = Predictor(best, self.cfg.max_length, self.cfg.stride, self.cfg.trainer.eval_batch_size, self.device,
-                              self.cfg.get("truncate", False), precision=self.predictor.precision)
+        predictor = self.evaluator(best, self.predictor.precision)
         return {"error_report": str(write_error_report(predictor, self.splits["dev"], run_dir, "dev"))}
 
     def load(self, run_dir: Path) -> nn.Module:
