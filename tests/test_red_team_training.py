@@ -20,7 +20,7 @@ from nerkit.checkpoint import complete_checkpoints
 from nerkit.run_lock import LOCK_FILE, RunDirectoryBusy
 from nerkit.train import train
 from nerkit.validation import ConfigError, unknown_keys, validate_config
-from tests.helpers import TOY_SENTENCES, make_cfg, write_conll
+from tests.helpers import TOY_SENTENCES, make_cfg, require, write_conll
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -208,3 +208,38 @@ def test_a_signal_from_outside_stops_training_with_a_checkpoint(tiny_bert_dir, t
     steps = int(checkpoint.name.removeprefix("step-"))
     assert f"checkpoint {checkpoint}; resume with" in err and 1 <= steps < 100000
     assert json.loads((run_dir / "metrics.json").read_text())["steps"] == steps
+
+
+@pytest.mark.slow
+def test_a_submitit_preemption_checkpoints_requeues_and_resumes_identically(tiny_bert_dir, tmp_path):
+    require("hydra_plugins.hydra_submitit_launcher", "pip install -e .[cluster]")
+    data = write_conll(tmp_path / "toy.conll", TOY_SENTENCES * 3)
+    common = _overrides(tiny_bert_dir, data, "trainer.max_steps=120", "trainer.eval_every=1000",
+                        "trainer.checkpoint_every=null", "resume=true")  # resume=true: a requeued job continues
+    plain, sweep = tmp_path / "plain", tmp_path / "sweep"
+    train_command = [sys.executable, "-m", "nerkit.train"]
+    jobs = [subprocess.Popen(train_command + common + [f"hydra.run.dir={plain}"], env=_env(), cwd=ROOT,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True),
+            subprocess.Popen(train_command + ["-m", "hydra/launcher=submitit_local", *common, f"hydra.sweep.dir={sweep}"],
+                             env=_env(), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)]
+    run_dir, deadline = sweep / "0", time.monotonic() + 240
+    while not ((run_dir / "metrics.jsonl").exists() and (run_dir / "metrics.jsonl").read_text()):
+        assert jobs[1].poll() is None and time.monotonic() < deadline, "the submitit job did not start training"
+        time.sleep(0.1)
+    # The job's process, as its lock file names it, gets the preemption signal SLURM would send.
+    job_pid = int((run_dir / LOCK_FILE).read_text().split()[1])
+    os.kill(job_pid, signal.SIGUSR2)
+    (_, plain_err), (_, sweep_err) = [job.communicate(timeout=600) for job in jobs]
+    assert jobs[0].returncode == 0, plain_err
+    assert jobs[1].returncode == 0, sweep_err
+
+    [job_log] = (sweep / ".submitit").glob("*/*_0_log.out")
+    log = job_log.read_text()
+    assert "training stopped by SIGUSR2 after step" in log and "Requeued job" in log
+    stopped_at = int(log.split("training stopped by SIGUSR2 after step ")[1].split(":")[0])
+    got, want = (json.loads((d / "metrics.json").read_text()) for d in (run_dir, plain))
+    assert 1 <= stopped_at < 120 and got["resumed_from"] == str(run_dir / "checkpoints" / f"step-{stopped_at:08d}")
+    assert got["finished"] is True and got["history"] == want["history"]
+    assert _records(run_dir) == _records(plain)
+    a, b = load_file(plain / "model.safetensors"), load_file(run_dir / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
