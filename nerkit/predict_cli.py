@@ -40,6 +40,7 @@ from omegaconf import MISSING
 from tqdm.auto import tqdm
 
 from nerkit.cli import Backend, PrecisionChoice, load_predictor, parse_args, setup_logging
+from nerkit.data.readers import RepeatedKeyError, unique_keys
 
 if TYPE_CHECKING:  # torch is imported only by backend=torch: backend=onnx runs without it
     from nerkit.predict import Predictor
@@ -92,9 +93,11 @@ def parse_line(raw: bytes, line_no: int, fmt: Format) -> tuple[str | int, str]:
     if fmt is Format.text:
         return line_no, line
     try:
-        obj = json.loads(line)
+        obj = json.loads(line, object_pairs_hook=unique_keys)
     except json.JSONDecodeError as err:
         raise BadLine(f"invalid JSON: {err.msg} at column {err.colno}") from None
+    except RepeatedKeyError as err:
+        raise BadLine(str(err)) from None
     if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
         raise BadLine('expected a JSON object with a string "text" field')
     doc_id = obj.get("id", line_no)

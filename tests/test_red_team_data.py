@@ -12,6 +12,7 @@ import torch
 from nerkit.data import schemes
 from nerkit.data.readers import DataError, read_conll, read_doccano, read_json_spans, read_jsonl_labels
 from nerkit.heads.crf import CRFHead
+from nerkit.predict_cli import BadLine, Format, parse_line
 from nerkit.tasks.ner import NerTask
 from nerkit.train import train
 from nerkit.validation import GIB, ConfigError, head_memory
@@ -37,6 +38,11 @@ def test_a_key_repeated_in_a_json_object_names_file_line_and_key(tmp_path, read,
     path.write_text(content)
     with pytest.raises(DataError, match=rf"d\.json:{line}: key '{key}' appears twice in the object starting on this line"):
         read(path)
+
+
+def test_a_key_repeated_in_a_predict_cli_input_line_is_a_bad_line():
+    with pytest.raises(BadLine, match=r"key 'text' appears twice in one object"):
+        parse_line(b'{"text": "Rome is", "text": "In Rome "}\n', 1, Format.jsonl)
 
 
 # --- case 6 ---------------------------------------------------------------------------------------

@@ -215,18 +215,21 @@ def _is_tag(scheme, tag: str) -> bool:
     return True
 
 
-class _RepeatedKey(ValueError):
+class RepeatedKeyError(ValueError):
+    """A key repeated inside one JSON object."""
+
     def __init__(self, key: str):
-        super().__init__(key)
+        super().__init__(f"key {key!r} appears twice in one object (JSON would keep only the last one)")
         self.key, self.position = key, None  # position: the '{' of the object holding it
 
 
-def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
-    """JSON's object_pairs_hook: a key repeated in one object is an error (json keeps the last silently)."""
+def unique_keys(pairs: list[tuple[str, object]]) -> dict:
+    """``object_pairs_hook`` of every JSON reader: a key repeated in one object raises
+    ``RepeatedKeyError`` (json keeps the last one silently: two "text" keys moved every offset)."""
     obj = {}
     for key, value in pairs:
         if key in obj:
-            raise _RepeatedKey(key)
+            raise RepeatedKeyError(key)
         obj[key] = value
     return obj
 
@@ -234,12 +237,12 @@ def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
 def _repeated_key_position(text: str, pos: int) -> int:
     """Where the innermost object holding a repeated key starts, decoding again from ``pos`` with
     the pure-Python scanner, which lets us see each object's start (only on that error)."""
-    decoder = json.JSONDecoder(object_pairs_hook=_unique_keys)
+    decoder = json.JSONDecoder(object_pairs_hook=unique_keys)
 
     def parse_object(s_and_end, *args):
         try:
             return json.decoder.JSONObject(s_and_end, *args)
-        except _RepeatedKey as err:
+        except RepeatedKeyError as err:
             if err.position is None:
                 err.position = s_and_end[1] - 1
             raise
@@ -248,29 +251,29 @@ def _repeated_key_position(text: str, pos: int) -> int:
     decoder.scan_once = json.scanner.py_make_scanner(decoder)
     try:
         decoder.raw_decode(text, pos)
-    except _RepeatedKey as err:
+    except RepeatedKeyError as err:
         return err.position
     return pos  # pragma: no cover - both scanners find the same keys
 
 
-def decode_json(text: str, path: str | Path, pos: int = 0, first_line: int = 1) -> tuple[object, int]:
-    """One JSON value of ``text`` from ``pos`` -> (value, end position), for every JSON reader.
-    Invalid JSON, and a key repeated inside one object, raise DataError naming the file and the line
-    (counted from ``first_line`` at the start of ``text``)."""
+def decode_json(text: str, path: str | Path, pos: int = 0) -> tuple[object, int]:
+    """One JSON value of ``text`` (a file's contents) from ``pos`` -> (value, end position), for
+    every JSON reader. Invalid JSON, and a key repeated inside one object, raise DataError naming
+    the file and the line."""
     def line_at(at: int) -> int:
-        return first_line + text.count("\n", 0, at)
+        return 1 + text.count("\n", 0, at)
 
     try:
         return _UNIQUE_KEYS_DECODER.raw_decode(text, pos)
     except json.JSONDecodeError as err:
         raise DataError(path, line_at(err.pos), f"invalid JSON: {err.msg}") from None
-    except _RepeatedKey as err:
+    except RepeatedKeyError as err:
         raise DataError(path, line_at(_repeated_key_position(text, pos)),
                         f"key {err.key!r} appears twice in the object starting on this line "
                         "(JSON would keep only the last one)") from None
 
 
-_UNIQUE_KEYS_DECODER = json.JSONDecoder(object_pairs_hook=_unique_keys)
+_UNIQUE_KEYS_DECODER = json.JSONDecoder(object_pairs_hook=unique_keys)
 
 
 def _iter_json_objects(path: str | Path):
