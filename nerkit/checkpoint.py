@@ -119,9 +119,9 @@ class Checkpointer:
                 if path.is_file():
                     _fsync(path)
         except (OSError, SafetensorError) as err:  # a full disk: safetensors' own error names no file
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise OSError(f"{final}: could not write this checkpoint into {self.root} "
-                          f"({err}); the previous checkpoints are intact, resume=true continues from the latest") from err
+            raise OSError(f"{final}: could not write this checkpoint into {self.root} ({err}); the previous "
+                          "checkpoints are intact (the temporary folder is never loaded), resume=true continues "
+                          "from the latest") from err
         if final.exists():  # the same step saved again (resumed from an older checkpoint)
             old = final.rename(self.root / f".tmp-old-{final.name}")
             shutil.rmtree(old)

@@ -212,9 +212,12 @@ class Engine:
         progress.close()
         self.processes.close()
         name = signal.Signals(stop_requests.received).name if stop_requests.received else "a signal on rank 0"
-        resume = (f"checkpoint {saved}; resume with the same command plus resume=true "
-                  f"(hydra.run.dir={self.output_dir})" if saved else
-                  "no checkpoint (trainer.keep_checkpoints=0): the run cannot be resumed")
+        if not self.processes.is_main:
+            resume = "rank 0 wrote the checkpoint"
+        elif saved:
+            resume = f"checkpoint {saved}; resume with the same command plus resume=true (hydra.run.dir={self.output_dir})"
+        else:
+            resume = "no checkpoint (trainer.keep_checkpoints=0): the run cannot be resumed"
         message = f"training stopped by {name} after step {state.step}: {resume}"
         log.error(message)
         stop_requests.pass_on()
