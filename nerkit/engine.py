@@ -92,9 +92,15 @@ class StopRequests:
         if self.received not in (signal.SIGTERM, signal.SIGINT) and callable(handler):
             handler(self.received, None)
 
-    def __exit__(self, *exc) -> None:
+    def restore(self) -> None:
+        """Give the signals back to their previous handlers (after the last step: the final test
+        evaluation stops at a signal as any program does)."""
         for sig, handler in self.previous.items():
             signal.signal(sig, handler)
+        self.previous = {}
+
+    def __exit__(self, *exc) -> None:
+        self.restore()
 
 
 class Engine:
@@ -186,6 +192,7 @@ class Engine:
                     break
             if stop:
                 break
+        stop_requests.restore()
         progress.close()
         processes.close()
         if not processes.is_main:
