@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from nerkit.messages import shorten
@@ -97,19 +98,24 @@ class Checkpointer:
         self.root.mkdir(parents=True, exist_ok=True)
         final = self.root / _name(state.step)
         tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=self.root))
-        # The model card gets the dev scores when this step was evaluated.
-        evaluated = [h for h in state.history if h.get("step") == state.step]
-        self.task.save(tmp, {**evaluated[-1]} if evaluated else None)
-        tensors: dict[str, torch.Tensor] = {}
-        everything = {"trainer": asdict(state), "optimizer": self.optimizer.state_dict(),
-                      "scheduler": self.scheduler.state_dict(), "rng": _rng_states(),
-                      "scaler": self.scaler.state_dict() if self.scaler else None}
-        (tmp / STATE_JSON).write_text(json.dumps(_encode(everything, tensors, "")))
-        save_file(tensors, str(tmp / STATE_TENSORS))
-        (tmp / COMPLETE).write_text(f"step {state.step}\n")
-        for path in tmp.rglob("*"):
-            if path.is_file():
-                _fsync(path)
+        try:
+            # The model card gets the dev scores when this step was evaluated.
+            evaluated = [h for h in state.history if h.get("step") == state.step]
+            self.task.save(tmp, {**evaluated[-1]} if evaluated else None)
+            tensors: dict[str, torch.Tensor] = {}
+            everything = {"trainer": asdict(state), "optimizer": self.optimizer.state_dict(),
+                          "scheduler": self.scheduler.state_dict(), "rng": _rng_states(),
+                          "scaler": self.scaler.state_dict() if self.scaler else None}
+            (tmp / STATE_JSON).write_text(json.dumps(_encode(everything, tensors, "")))
+            save_file(tensors, str(tmp / STATE_TENSORS))
+            (tmp / COMPLETE).write_text(f"step {state.step}\n")
+            for path in tmp.rglob("*"):
+                if path.is_file():
+                    _fsync(path)
+        except (OSError, SafetensorError) as err:  # a full disk: safetensors' own error names no file
+            raise OSError(f"{final}: could not write this checkpoint into {self.root} ({err}); the previous "
+                          "checkpoints are intact (the temporary folder is never loaded), resume=true continues "
+                          "from the latest") from err
         if final.exists():  # the same step saved again (resumed from an older checkpoint)
             old = final.rename(self.root / f".tmp-old-{final.name}")
             shutil.rmtree(old)

@@ -11,6 +11,9 @@ without improvement stop training. Checkpoints (``nerkit.checkpoint``) follow ev
 and every ``checkpoint_every`` steps, and resume exactly. The run directory gets
 ``metrics.jsonl`` (a line per ``log_every`` steps and per evaluation), ``tb/`` (TensorBoard) and
 ``metrics.json`` (rewritten after every evaluation; ``finished`` says whether the run ended).
+One training at a time holds the run directory (``nerkit.run_lock``). SIGTERM or SIGINT (and a
+cluster's preemption signal, such as submitit's SIGUSR2) stop training after the current step
+with a checkpoint, and raise ``TrainingStopped`` saying how to resume.
 """
 from __future__ import annotations
 
@@ -18,6 +21,8 @@ import json
 import logging
 import math
 import random
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -33,6 +38,7 @@ from nerkit.data.batching import BATCH_ORDERS
 from nerkit.distributed import Processes
 from nerkit.optim import adamw
 from nerkit.precision import autocast, check_precision
+from nerkit.run_lock import claim_run_directory
 from nerkit.runs import write_text_atomically
 from nerkit.tasks.base import Task
 
@@ -51,6 +57,52 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+class TrainingStopped(RuntimeError):
+    """Training stopped on a signal after a step, with a checkpoint to resume from."""
+
+
+class StopRequests:
+    """While training, SIGTERM and SIGINT (and the preemption signal of a cluster launcher that
+    handles one, e.g. submitit's SIGUSR2) ask it to stop after the current step, so that a
+    checkpoint holds all the work done: a SLURM preemption sends SIGTERM before it kills."""
+
+    def __init__(self):
+        self.received: int | None = None
+        self.previous: dict[int, object] = {}
+
+    def __enter__(self) -> "StopRequests":
+        if threading.current_thread() is not threading.main_thread():
+            return self  # only the main thread may handle signals
+        # A preemption signal only when a launcher handles it (submitit requeues the job there).
+        preemption = [sig for sig in (signal.SIGUSR1, signal.SIGUSR2) if callable(signal.getsignal(sig))]
+        for sig in (signal.SIGTERM, signal.SIGINT, *preemption):
+            self.previous[sig] = signal.signal(sig, self._record)
+        return self
+
+    def _record(self, signum: int, frame) -> None:
+        if self.received is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C stops at once, without a checkpoint
+        self.received = signum
+        log.warning("%s received: stopping after the current step, with a checkpoint", signal.Signals(signum).name)
+
+    def pass_on(self) -> None:
+        """Hand a preemption signal, once the checkpoint is written, to the launcher's own handler
+        (submitit's resubmits the job and exits)."""
+        handler = self.previous.get(self.received)
+        if self.received not in (signal.SIGTERM, signal.SIGINT) and callable(handler):
+            handler(self.received, None)
+
+    def restore(self) -> None:
+        """Give the signals back to their previous handlers (after the last step: the final test
+        evaluation stops at a signal as any program does)."""
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+        self.previous = {}
+
+    def __exit__(self, *exc) -> None:
+        self.restore()
+
+
 class Engine:
     def __init__(self, trainer: DictConfig, seed: int, output_dir: Path):
         """Seed, pick the device and join the data-parallel processes, before the task builds its model."""
@@ -64,6 +116,16 @@ class Engine:
 
     def fit(self, task: Task, cfg: DictConfig) -> float:
         """Train ``task.model``; returns the best dev value of ``task.metric`` (NaN on ranks other than 0)."""
+        # Before the first step: a directory that cannot be written or that another training holds.
+        lock = claim_run_directory(self.output_dir) if self.processes.is_main else None
+        try:
+            with StopRequests() as stop_requests:
+                return self._fit(task, cfg, stop_requests)
+        finally:
+            if lock:
+                lock.release()
+
+    def _fit(self, task: Task, cfg: DictConfig, stop_requests: StopRequests) -> float:
         t, processes, model = self.trainer, self.processes, task.model
         lengths = task.lengths()
         steps_per_epoch = math.ceil(len(lengths) / (t.batch_size * t.accumulate))
@@ -87,6 +149,7 @@ class Engine:
                         disable=not processes.is_main)
         started, elapsed_before = time.perf_counter(), state.elapsed
         stop = False
+        saved: tuple[int, Path | None] = (-1, None)  # the step of the latest checkpoint written, and its path
         for epoch in range(state.epoch, math.ceil(total_steps / steps_per_epoch)):
             model.train()
             # The order depends only on (seed, epoch), so a resumed epoch skips exactly the batches done.
@@ -114,9 +177,12 @@ class Engine:
                     if t.patience is not None:
                         stop = processes.rank_0_says(state.bad_evaluations >= t.patience, self.device)
                     if processes.is_main:
-                        checkpoints.save(state)
+                        saved = (state.step, checkpoints.save(state))
                 elif t.checkpoint_every and state.step % t.checkpoint_every == 0 and processes.is_main:
-                    checkpoints.save(state)
+                    saved = (state.step, checkpoints.save(state))
+                if processes.rank_0_says(stop_requests.received is not None, self.device):
+                    checkpoint = saved[1] if saved[0] == state.step else None
+                    self.stop_on_signal(stop_requests, checkpoints, checkpoint, state, runlog, results, progress)
                 if stop:
                     if runlog:
                         runlog.flush()
@@ -125,6 +191,7 @@ class Engine:
                     break
             if stop:
                 break
+        stop_requests.restore()
         progress.close()
         processes.close()
         if not processes.is_main:
@@ -139,6 +206,28 @@ class Engine:
             results.update(task.report(best, self.output_dir))
         runlog.finish(state, results, finished=True)
         return state.best_metric
+
+    def stop_on_signal(self, stop_requests: StopRequests, checkpoints: Checkpointer, saved: Path | None,
+                       state: TrainerState, runlog: "RunLog | None", results: dict, progress) -> None:
+        """Checkpoint the steps done (rank 0; ``saved``: already written at this step), record them
+        as unfinished, and stop with how to resume."""
+        if self.processes.is_main:
+            saved = saved or checkpoints.save(state)
+            runlog.flush()
+            runlog.finish(state, results, finished=False)
+        progress.close()
+        self.processes.close()
+        name = signal.Signals(stop_requests.received).name if stop_requests.received else "a signal on rank 0"
+        if not self.processes.is_main:
+            resume = "rank 0 wrote the checkpoint"
+        elif saved:
+            resume = f"checkpoint {saved}; resume with the same command plus resume=true (hydra.run.dir={self.output_dir})"
+        else:
+            resume = "no checkpoint (trainer.keep_checkpoints=0): the run cannot be resumed"
+        message = f"training stopped by {name} after step {state.step}: {resume}"
+        log.error(message)
+        stop_requests.pass_on()
+        raise TrainingStopped(message)
 
     def step(self, task: Task, net: torch.nn.Module, step_rows: list[int], optimizer: torch.optim.Optimizer,
              scheduler, scaler: torch.amp.GradScaler | None, step: int) -> tuple[float, float]:

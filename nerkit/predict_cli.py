@@ -51,6 +51,7 @@ from nerkit.cli import (Backend, PrecisionChoice, TextPredictor, load_predictor,
                         setup_logging)
 from nerkit.data.encoding import Entity
 from nerkit.inference import check_token_lists
+from nerkit.data.readers import RepeatedKeyError, unique_keys
 
 Content = str | list[str]  # a document's text, or its tokens
 
@@ -102,9 +103,11 @@ def parse_line(raw: bytes, line_no: int, fmt: Format) -> tuple[str | int, Conten
     if fmt is Format.text:
         return line_no, line
     try:
-        obj = json.loads(line)
+        obj = json.loads(line, object_pairs_hook=unique_keys)
     except json.JSONDecodeError as err:
         raise BadLine(f"invalid JSON: {err.msg} at column {err.colno}") from None
+    except RepeatedKeyError as err:
+        raise BadLine(str(err)) from None
     if isinstance(obj, dict) and "text" in obj and "tokens" in obj:
         raise BadLine('give either a "text" or a "tokens" field, not both')
     if isinstance(obj, dict) and "tokens" in obj:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from xml.etree import ElementTree
 
-from nerkit.data.schemes import Span, TagError, get_scheme
+from nerkit.data.schemes import Span, TagError, get_scheme, label_problem
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,10 @@ class ReadStats:
 
 
 def _not_found(path: Path) -> DataError:
-    """A missing data file; a relative path says which directory it was looked for in."""
+    """A missing data file; a relative path says which directory it was looked for in. A
+    directory given as a file says so."""
+    if path.is_dir():
+        return DataError(path, None, "is a directory, not a data file; name a file in it")
     where = "" if path.is_absolute() else f" (relative to the current directory {Path.cwd()})"
     return DataError(path, None, "file not found" + where)
 
@@ -174,7 +177,12 @@ def read_conll(
         blank_run = 0
         columns = _COLUMN_SEPARATOR.split(line.strip())
         if columns[0] == "-DOCSTART-":
-            end_sentence(line_no)
+            if tokens:  # read as a marker, it would cut the sentence in two; as a token, drop a row
+                raise DataError(path, line_no, "-DOCSTART- inside a sentence: a document marker needs a blank line "
+                                               f"before it, and -DOCSTART- is not a token ({line!r})")
+            if len(columns) > 1 and columns[tag_column] != "O" and _is_tag(tag_scheme, columns[tag_column]):
+                raise DataError(path, line_no, f"-DOCSTART- marker tagged as an entity: {line!r}; "
+                                               "a marker is not a token and its row would be dropped")
             end_document(line_no)
             doc_line, doc_open = line_no, True
             blank_run = 0  # the blank line after a marker is not an empty sentence
@@ -199,10 +207,78 @@ def read_conll(
     return docs
 
 
+def _is_tag(scheme, tag: str) -> bool:
+    try:
+        scheme.split(tag)
+    except TagError:
+        return False
+    return True
+
+
+class RepeatedKeyError(ValueError):
+    """A key repeated inside one JSON object."""
+
+    def __init__(self, key: str):
+        super().__init__(f"key {key!r} appears twice in one object (JSON would keep only the last one)")
+        self.key, self.position = key, None  # position: the '{' of the object holding it
+
+
+def unique_keys(pairs: list[tuple[str, object]]) -> dict:
+    """``object_pairs_hook`` of every JSON reader: a key repeated in one object raises
+    ``RepeatedKeyError`` (json keeps the last one silently: two "text" keys moved every offset)."""
+    obj = {}
+    for key, value in pairs:
+        if key in obj:
+            raise RepeatedKeyError(key)
+        obj[key] = value
+    return obj
+
+
+def _repeated_key_position(text: str, pos: int) -> int:
+    """Where the innermost object holding a repeated key starts, decoding again from ``pos`` with
+    the pure-Python scanner, which lets us see each object's start (only on that error)."""
+    decoder = json.JSONDecoder(object_pairs_hook=unique_keys)
+
+    def parse_object(s_and_end, *args):
+        try:
+            return json.decoder.JSONObject(s_and_end, *args)
+        except RepeatedKeyError as err:
+            if err.position is None:
+                err.position = s_and_end[1] - 1
+            raise
+
+    decoder.parse_object = parse_object
+    decoder.scan_once = json.scanner.py_make_scanner(decoder)
+    try:
+        decoder.raw_decode(text, pos)
+    except RepeatedKeyError as err:
+        return err.position
+    return pos  # pragma: no cover - both scanners find the same keys
+
+
+def decode_json(text: str, path: str | Path, pos: int = 0) -> tuple[object, int]:
+    """One JSON value of ``text`` (a file's contents) from ``pos`` -> (value, end position), for
+    every JSON reader. Invalid JSON, and a key repeated inside one object, raise DataError naming
+    the file and the line."""
+    def line_at(at: int) -> int:
+        return 1 + text.count("\n", 0, at)
+
+    try:
+        return _UNIQUE_KEYS_DECODER.raw_decode(text, pos)
+    except json.JSONDecodeError as err:
+        raise DataError(path, line_at(err.pos), f"invalid JSON: {err.msg}") from None
+    except RepeatedKeyError as err:
+        raise DataError(path, line_at(_repeated_key_position(text, pos)),
+                        f"key {err.key!r} appears twice in the object starting on this line "
+                        "(JSON would keep only the last one)") from None
+
+
+_UNIQUE_KEYS_DECODER = json.JSONDecoder(object_pairs_hook=unique_keys)
+
+
 def _iter_json_objects(path: str | Path):
     """Yield (line, object) from JSON Lines or from concatenated (pretty-printed) JSON objects."""
     text = "\n".join(_read_lines(path))
-    decoder = json.JSONDecoder()
     pos = 0
     while True:
         while pos < len(text) and text[pos].isspace():
@@ -210,10 +286,7 @@ def _iter_json_objects(path: str | Path):
         if pos >= len(text):
             return
         line = text.count("\n", 0, pos) + 1
-        try:
-            obj, pos = decoder.raw_decode(text, pos)
-        except json.JSONDecodeError as err:
-            raise DataError(path, text.count("\n", 0, err.pos) + 1, f"invalid JSON: {err.msg}") from None
+        obj, pos = decode_json(text, path, pos)
         if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
             raise DataError(path, line, "expected an object with a string 'text' field")
         yield line, obj
@@ -320,8 +393,8 @@ def _is_offset(value: object) -> bool:
 
 
 def _checked_span(path, line, text, start, end, label, surface) -> Span:
-    if not isinstance(label, str) or not label.strip():
-        raise DataError(path, line, f"an entity label must be a non-empty string, got {label!r}")
+    if problem := label_problem(label, "an entity label"):
+        raise DataError(path, line, problem)
     for name, value in (("start", start), ("end", end)):
         if not _is_offset(value):
             raise DataError(path, line, f"span {name} of {label!r} must be an integer character offset, got {value!r}")
@@ -398,6 +471,8 @@ def read_jsonl_labels(path: str | Path) -> list[Document]:
             label = str(label)
         if not isinstance(label, str) or not label:
             raise DataError(path, line, f"expected a non-empty string, integer or boolean 'label', found {label!r}")
+        if problem := label_problem(label):
+            raise DataError(path, line, problem)
         if not obj["text"].strip():
             stats.empty_documents += 1
             continue

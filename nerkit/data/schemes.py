@@ -6,9 +6,12 @@ and seqeval scoring.
 """
 from __future__ import annotations
 
+import functools
+import unicodedata
 from dataclasses import dataclass, field
 from typing import NamedTuple, Sequence
 
+import numpy as np
 from seqeval.scheme import IOB2, IOBES
 
 
@@ -20,6 +23,21 @@ class Span(NamedTuple):
 
 class TagError(ValueError):
     """A tag that does not belong to the scheme."""
+
+
+def label_problem(label: object, what: str = "a label") -> str | None:
+    """What is wrong with an entity or class label, or None. A label is a non-empty string without
+    surrounding whitespace or control characters: " LOC " or "LOC\\n" would be a type apart from "LOC"."""
+    if not isinstance(label, str) or not label.strip():
+        return f"{what} must be a non-empty string, got {label!r}"
+    if _has_stray_characters(label):
+        return f"{what} {label!r} has surrounding whitespace or control characters"
+    return None
+
+
+@functools.lru_cache(maxsize=4096)  # called for every tag of a file: a few distinct labels
+def _has_stray_characters(label: str) -> bool:
+    return label != label.strip() or any(unicodedata.category(c) == "Cc" for c in label)
 
 
 # Roles a prefix plays: starts an entity, continues it, ends it.
@@ -42,6 +60,8 @@ class Scheme:
         prefix, sep, label = tag.partition("-")
         if not sep or not label or prefix not in self.prefixes:
             raise TagError(f"tag {tag!r} is not a valid {self.name} tag")
+        if problem := label_problem(label):
+            raise TagError(f"tag {tag!r}: {problem}")
         return _PREFIX_ALIASES.get(prefix, prefix), label
 
     def tags(self, entity_types: Sequence[str]) -> list[str]:
@@ -86,20 +106,33 @@ class Scheme:
                 start, current = None, None
         return spans, repairs
 
+    def allowed(self, tags: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Which of ``tags`` may start a sequence [n], end one [n], and follow one another [n, n]
+        (row: previous tag), as boolean arrays: a CRF over thousands of tags builds its mask in
+        array operations, not a Python loop over every pair."""
+        roles, labels = zip(*(self.split(tag) for tag in tags)) if tags else ((), ())
+        role = np.array(roles, dtype="U1")
+        ids: dict[str | None, int] = {}
+        label = np.array([ids.setdefault(lab, len(ids)) for lab in labels], dtype=np.int64)
+        opens, continues = np.isin(role, ["B", "I"]), np.isin(role, ["I", "E"])
+        closed = np.isin(role, ["O", "E", "S"])  # no entity left open after it
+        # I- and E- continue an open entity of their own type; O, B and S may follow anything in
+        # BIO, and in BIOES anything that leaves no entity open.
+        continuing = opens[:, None] & (label[:, None] == label[None, :])
+        otherwise = np.ones(len(tags), dtype=bool) if self.name == "BIO" else closed
+        transition = np.where(continues[None, :], continuing, otherwise[:, None])
+        start = ~continues
+        end = np.ones(len(tags), dtype=bool) if self.name == "BIO" else closed
+        return start, end, transition
+
     def allowed_transition(self, prev: str, nxt: str) -> bool:
-        p_role, p_label = self.split(prev)
-        n_role, n_label = self.split(nxt)
-        if n_role in ("I", "E"):
-            return p_role in ("B", "I") and p_label == n_label
-        # O, B, S may follow anything except an entity still open in BIOES.
-        return self.name == "BIO" or p_role in ("O", "E", "S")
+        return bool(self.allowed([prev, nxt])[2][0, 1])
 
     def allowed_start(self, tag: str) -> bool:
-        return self.split(tag)[0] in ("O", "B", "S")
+        return bool(self.allowed([tag])[0][0])
 
     def allowed_end(self, tag: str) -> bool:
-        return self.name == "BIO" or self.split(tag)[0] in ("O", "E", "S")
-
+        return bool(self.allowed([tag])[1][0])
 
 SCHEMES = {
     "BIO": Scheme("BIO", frozenset({"B", "I"})),

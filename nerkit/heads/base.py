@@ -8,7 +8,7 @@ are merged back into whole documents, which ``nerkit.inference`` does. A head kn
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import ClassVar, Sequence
+from typing import Any, ClassVar, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -50,6 +50,13 @@ class Head(nn.Module, ABC):
         """Scores of a padded batch of sequences -> predicted spans per sequence (the decoder's)."""
         return self.decoder().decode_batch(scores.detach().float().cpu().numpy(), mask.sum(1).cpu().numpy())
 
+    @classmethod
+    def score_memory(cls, head_cfg: Mapping[str, Any], n_types: int, rows: int, words: int) -> tuple[int, str]:
+        """Estimated bytes of the score tensors this head keeps for one batch of ``rows`` windows of
+        ``words`` words and ``n_types`` entity types (4-byte floats, with the copies its loss keeps
+        for the backward pass), and what they count: checked before the head is built."""
+        return 3 * 4 * rows * words * n_types, f"{rows} windows x {words} words x {n_types} types"
+
     def param_groups(self, base_lr: float, weight_decay: float) -> list[dict]:
         """Optimizer groups for the head's parameters: ``head.lr`` when set, else the encoder's."""
         return [{"name": "head", "params": list(self.parameters()), "lr": self.lr or base_lr, "weight_decay": weight_decay}]
@@ -78,6 +85,16 @@ class TokenHead(Head):
 
     def loss_size(self, mask: torch.Tensor) -> torch.Tensor:
         return mask.sum()  # tag losses are means over words
+
+    @staticmethod
+    def n_tags(head_cfg: Mapping[str, Any], n_types: int) -> int:
+        per_type = len(get_scheme(head_cfg.get("scheme", "BIO")).tags(["T"])) - 1  # B-, I- (and E-, S-)
+        return 1 + per_type * n_types
+
+    @classmethod
+    def score_memory(cls, head_cfg: Mapping[str, Any], n_types: int, rows: int, words: int) -> tuple[int, str]:
+        tags = cls.n_tags(head_cfg, n_types)
+        return 3 * 4 * rows * words * tags, f"{rows} windows x {words} words x {tags} tags"
 
     def tag_targets(self, spans: Sequence[WordSpans], n_words: int) -> torch.Tensor:
         targets = torch.zeros(len(spans), n_words, dtype=torch.long)

@@ -5,7 +5,7 @@ train in their own optimizer group with a larger learning rate (``head.lr``).
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -27,10 +27,10 @@ class CRFHead(TokenHead):
     ):
         super().__init__(hidden_size, entity_types, scheme, dropout, lr)
         self.crf = CRF(len(self.tags), batch_first=True)
-        allowed = self.scheme.allowed_transition
-        self._block(self.crf.start_transitions, torch.tensor([not self.scheme.allowed_start(t) for t in self.tags]))
-        self._block(self.crf.end_transitions, torch.tensor([not self.scheme.allowed_end(t) for t in self.tags]))
-        self._block(self.crf.transitions, torch.tensor([[not allowed(a, b) for b in self.tags] for a in self.tags]))
+        start, end, transition = self.scheme.allowed(self.tags)
+        self._block(self.crf.start_transitions, torch.from_numpy(~start))
+        self._block(self.crf.end_transitions, torch.from_numpy(~end))
+        self._block(self.crf.transitions, torch.from_numpy(~transition))
 
     @staticmethod
     def _block(param: torch.nn.Parameter, forbidden: torch.Tensor) -> None:
@@ -48,6 +48,12 @@ class CRFHead(TokenHead):
         return {"start": crf.start_transitions.detach().float().cpu().numpy(),
                 "end": crf.end_transitions.detach().float().cpu().numpy(),
                 "transitions": crf.transitions.detach().float().cpu().numpy()}
+
+    @classmethod
+    def score_memory(cls, head_cfg: Mapping[str, Any], n_types: int, rows: int, words: int) -> tuple[int, str]:
+        # The forward algorithm keeps a tags x tags table per word for the backward pass.
+        tags = cls.n_tags(head_cfg, n_types)
+        return 2 * 4 * rows * words * tags**2, f"{rows} windows x {words} words x {tags}^2 tag transitions"
 
     def param_groups(self, base_lr: float, weight_decay: float) -> list[dict]:
         lr = self.lr or base_lr

@@ -6,7 +6,7 @@ without them the span scores cannot tell near from far and training collapses.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -77,6 +77,11 @@ class GlobalPointerHead(Head):
             for start, end, label in row_spans:
                 targets[row, label, start, end - 1] = 1.0
         return multilabel_categorical_crossentropy(scores.flatten(2), targets.flatten(2))
+
+    @classmethod
+    def score_memory(cls, head_cfg: Mapping[str, Any], n_types: int, rows: int, words: int) -> tuple[int, str]:
+        # Logits, their masked copy, the targets, and the loss's signed and split copies.
+        return 6 * 4 * rows * n_types * words**2, f"{rows} windows x {n_types} types x {words}^2 word pairs"
 
     def decoder(self) -> SpanDecoder:
         return SpanDecoder(self.entity_types, threshold=0.0)  # a span is an entity when its logit is positive

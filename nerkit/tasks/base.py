@@ -30,7 +30,7 @@ class Batch:
 def read_splits(cfg: DictConfig) -> dict[str, list[Document]]:
     """The documents of every split ``cfg.data`` names, each checked to be non-empty before a model is built."""
     splits = {name: instantiate(cfg.data[name]) for name in ("train", "dev", "test") if cfg.data.get(name)}
-    validate_splits(splits)
+    validate_splits(splits, cfg.data)
     return splits
 
 

@@ -23,6 +23,7 @@ from nerkit.model import NerModel, default_batch_tokens, torch_scores
 from nerkit.model_card import TaskCard, escape, model_card, short_name
 from nerkit.precision import check_precision
 from nerkit.tasks.base import Batch, Task, read_splits
+from nerkit.validation import check_entity_types, eval_batch_tokens
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,8 @@ class NerTask(Task):
         self.splits = read_splits(cfg)
         train_docs = self.splits.pop("train")
         entity_types = entity_types_of(train_docs, self.splits)
+        check_entity_types(cfg, entity_types)  # before the head is built for them
+        self.eval_batch_tokens = eval_batch_tokens(cfg, len(entity_types))
         self.model = NerModel.from_config(cfg, entity_types, train_texts=[d.text for d in train_docs]).to(device)
         self.text_encoder = TextEncoder(self.model.encoder.tokenizer, cfg.max_length, cfg.stride, cfg.get("truncate", False))
         # Evaluated at the training precision, so dev scores say what the trained weights do at it.
@@ -81,7 +84,8 @@ class NerTask(Task):
         """``model`` predicting through the one inference path, as users' predictors do."""
         batch_size = self.cfg.trainer.eval_batch_size
         return Inference(self.text_encoder, torch_scores(model, self.device, self.precision), model.head.decoder,
-                         batch_size, default_batch_tokens(torch.device(self.device), batch_size, self.cfg.max_length))
+                         batch_size, min(default_batch_tokens(torch.device(self.device), batch_size, self.cfg.max_length),
+                             self.eval_batch_tokens))  # the head's scores stay within limits.head_memory_gb
 
     def evaluate(self, model: nn.Module, split: str) -> dict:
         # Scored in the data's own tag scheme when the reader names one (CoNLL files: IOB2 / BIOES).
