@@ -23,6 +23,7 @@ from transformers import PreTrainedTokenizerFast
 from nerkit.data.encoding import EncodedText, Entity, TextEncoder, to_entities
 from nerkit.data.schemes import get_scheme
 from nerkit.data.windowing import Window, WindowTable, budget_batches
+from nerkit.data.words import DEFAULT_WORDS, words_of
 
 ONNX_FILE = "model.onnx"
 INPUTS = ("input_ids", "attention_mask", "word_index", "word_mask")
@@ -67,13 +68,13 @@ class OnnxPredictor:
 
     def __init__(self, session: onnxruntime.InferenceSession, tokenizer: PreTrainedTokenizerFast, entity_types: list[str],
                  decoder: dict, max_length: int = 128, stride: int = 32, batch_size: int = 64, truncate: bool = False,
-                 max_batch_tokens: int = 2048):
+                 max_batch_tokens: int = 2048, words: str = DEFAULT_WORDS):
         self.session, self.entity_types, self.decoder = session, entity_types, decoder
         self.head_name = decoder["head"]
         self.batch_size, self.max_batch_tokens = batch_size, max_batch_tokens
         self.precision = "fp32"  # the exported graph's
         self.pad_id = tokenizer.pad_token_id
-        self.text_encoder = TextEncoder(tokenizer, max_length, stride, truncate)
+        self.text_encoder = TextEncoder(tokenizer, max_length, stride, truncate, words)
         if decoder["kind"] == "tags":
             self.tags, self.scheme = decoder["tags"], get_scheme(decoder["scheme"])
             crf = decoder.get("crf")
@@ -107,7 +108,7 @@ class OnnxPredictor:
         cfg = OmegaConf.load(run_dir / CONFIG)
         tokenizer = PreTrainedTokenizerFast.from_pretrained(str(run_dir / ENCODER_DIR))
         return cls(session, tokenizer, entity_types, json.loads(meta[DECODER]), cfg.max_length, cfg.stride, batch_size,
-                   cfg.get("truncate", False))
+                   cfg.get("truncate", False), words=words_of(cfg, str(run_dir / CONFIG)))
 
     def predict(self, texts: Sequence[str]) -> list[list[Entity]]:
         if isinstance(texts, str):

@@ -13,20 +13,23 @@ import torch
 from nerkit.data.batching import pad
 from nerkit.data.encoding import EncodedText, Entity, TextEncoder, to_entities
 from nerkit.data.windowing import WindowTable, budget_batches
+from nerkit.data.words import DEFAULT_WORDS, words_of
 from nerkit.heads.base import ScoredSpan
 from nerkit.model import NerModel
 from nerkit.precision import autocast, check_precision, dtype_of
+from nerkit.runs import CONFIG
 
 
 class Predictor:
     def __init__(self, model: NerModel, max_length: int = 128, stride: int = 32, batch_size: int = 64,
                  device: str | torch.device = "cpu", truncate: bool = False, max_batch_tokens: int | None = None,
-                 precision: str = "auto", cast_encoder: bool = False, compile: bool = False):
+                 precision: str = "auto", cast_encoder: bool = False, compile: bool = False, words: str = DEFAULT_WORDS):
         """``precision``: "bf16"/"fp16" run the model under autocast, "auto" picks bf16 where the
         hardware has bf16 units (nerkit.precision). ``cast_encoder`` also holds the encoder's
         weights in that type (half the memory, no weight casts per batch): only for a model that
         nothing else trains or evaluates in fp32, as ``from_run`` loads it. ``compile`` runs the
-        encoder through ``torch.compile`` (compiled here, tens of seconds; then faster batches)."""
+        encoder through ``torch.compile`` (compiled here, tens of seconds; then faster batches). ``words``
+        names the splitter that cuts raw text into words (``nerkit.data.words``; a run records its own)."""
         self.model = model.to(device).eval()
         self.device = torch.device(device)
         self.precision = check_precision(precision, self.device)
@@ -36,7 +39,7 @@ class Predictor:
         # A batch holds at most batch_size windows and max_batch_tokens padded tokens. On CPU,
         # batches of ~2k tokens, whose activations stay in cache, run faster than bigger ones.
         self.max_batch_tokens = max_batch_tokens or (2048 if self.device.type == "cpu" else batch_size * max_length)
-        self.text_encoder = TextEncoder(model.encoder.tokenizer, max_length, stride, truncate)
+        self.text_encoder = TextEncoder(model.encoder.tokenizer, max_length, stride, truncate, words)
         if compile:
             self.model.encoder.compile(dynamic=True)
             # Compiled here, not at the first request: one graph for single windows, one for batches.
@@ -52,7 +55,8 @@ class Predictor:
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         model, cfg = NerModel.load(run_dir, device, trust_remote_code)
         return cls(model, cfg.max_length, cfg.stride, batch_size, device, cfg.get("truncate", False),
-                   precision=precision, cast_encoder=True, compile=compile)
+                   precision=precision, cast_encoder=True, compile=compile,
+                   words=words_of(cfg, str(Path(run_dir) / CONFIG)))
 
     def predict(self, texts: Sequence[str]) -> list[list[Entity]]:
         if isinstance(texts, str):

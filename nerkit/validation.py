@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from nerkit.data.batching import BATCH_ORDERS
 from nerkit.data.readers import Document
+from nerkit.data.words import WORD_SPLITTERS
 from nerkit.encoders.bert import locate_pretrained, position_limit
 from nerkit.runs import target_problem, target_problems
 
@@ -91,6 +92,7 @@ def validate_config(cfg: DictConfig) -> None:
     check("trainer.precision", lambda v: v in PRECISIONS, f"one of {'|'.join(PRECISIONS)}", required=False)
     check("trainer.batch_order", lambda v: v in BATCH_ORDERS, f"one of {'|'.join(BATCH_ORDERS)}", required=False)
     check("seed", _is_int, "an integer")
+    check("data.words", lambda v: v in WORD_SPLITTERS, f"one of {'|'.join(WORD_SPLITTERS)}", required=False)
 
     check("max_length", lambda v: _is_int(v) and v >= 3, "an integer >= 3 (special tokens + at least one token)")
     max_length = cfg.get("max_length")

@@ -12,6 +12,7 @@ from torch import nn
 
 from nerkit.data import batching
 from nerkit.data.readers import Document
+from nerkit.data.words import words_of
 from nerkit.error_report import write_error_report
 from nerkit.evaluation import evaluate
 from nerkit.model import NerModel
@@ -42,8 +43,10 @@ class NerTask(Task):
         entity_types = entity_types_of(train_docs, self.splits)
         self.model = NerModel.from_config(cfg, entity_types, train_texts=[d.text for d in train_docs]).to(device)
         # Evaluated at the training precision, so dev scores say what the trained weights do at it.
+        # Raw training texts (character-span data) are cut into words by the splitter predictions use.
         self.predictor = Predictor(self.model, cfg.max_length, cfg.stride, cfg.trainer.eval_batch_size, device,
-                                   cfg.get("truncate", False), precision=cfg.trainer.get("precision", "fp32"))
+                                   cfg.get("truncate", False), precision=cfg.trainer.get("precision", "fp32"),
+                                   words=words_of(cfg))
         self.windows = batching.window_dataset(train_docs, self.predictor.text_encoder, entity_types,
                                                self.model.head.supports_nested).to_list()
         self.pad_id = self.model.encoder.tokenizer.pad_token_id
@@ -72,7 +75,7 @@ class NerTask(Task):
     def evaluate(self, model: nn.Module, split: str) -> dict:
         predictor = self.predictor if model is self.model else Predictor(
             model, self.cfg.max_length, self.cfg.stride, self.cfg.trainer.eval_batch_size, self.device,
-            self.cfg.get("truncate", False), precision=self.predictor.precision)
+            self.cfg.get("truncate", False), precision=self.predictor.precision, words=self.predictor.text_encoder.words)
         # Scored in the data's own tag scheme when the reader names one (CoNLL files: IOB2 / BIOES).
         return evaluate(predictor, self.splits[split], scheme=self.cfg.data[split].get("scheme"))
 
@@ -81,7 +84,8 @@ class NerTask(Task):
         if not (self.cfg.get("report_errors", False) and self.has_split("dev")):
             return {}
         predictor = Predictor(best, self.cfg.max_length, self.cfg.stride, self.cfg.trainer.eval_batch_size, self.device,
-                              self.cfg.get("truncate", False), precision=self.predictor.precision)
+                              self.cfg.get("truncate", False), precision=self.predictor.precision,
+                              words=self.predictor.text_encoder.words)
         return {"error_report": str(write_error_report(predictor, self.splits["dev"], run_dir, "dev"))}
 
     def load(self, run_dir: Path) -> nn.Module:
