@@ -54,8 +54,8 @@ _PATTERN = regex.compile(
     rf"""
       (?:https?://|www\.)[^\s<>"]+?(?=[.,;:!?)\]'"]*(?:\s|$))        # URL, without trailing punctuation
     | [\p{{L}}\p{{N}}_.+-]+@[\p{{L}}\p{{N}}-]+(?:\.[\p{{L}}\p{{N}}-]+)+       # e-mail address
-    | [@\#][\p{{L}}\p{{M}}\p{{N}}_]+                                   # handle, hashtag
-    | (?<!\S)(?:[:;=][-o^']?[)(\]\[dDpP/\\|*]+|<3+|\^_*\^)(?![\p{{L}}\p{{N}}])  # emoticon
+    | (?:[@\#]|\$(?=\p{{L}}))[\p{{L}}\p{{M}}\p{{N}}_]+                      # handle, hashtag, cashtag
+    | (?<![^\s\p{{L}}])(?:[:;=][-o^']?[)(\]\[dDpP/\\|*]+|<3+|\^_*\^)(?![\p{{L}}\p{{N}}])  # emoticon
     | \p{{Lu}}{{1,3}}\$                                                # currency: US$, C$, HK$
     | {_LETTER}+?(?={_NOT})                                      # do|n't, ca|n't
     | {_NOT} | {_CLITIC}                                          # n't, 's, 're ...
@@ -64,6 +64,7 @@ _PATTERN = regex.compile(
     | {_ABBREVIATION}\.(?=[\s\p{{Pe}}\p{{Pf}}"',;:.])(?!\W*$)        # U.S., Corp., J. (not ending the text)
     | {_JOINED}                                                  # words, numbers
     | \p{{Han}}                                                    # one CJK ideograph
+    | [!?]{{2,}}                                                 # !!! ?! ??
     | ([\p{{P}}\p{{Sm}}\p{{Sc}}--[@\#\p{{Ps}}\p{{Pe}}\p{{Pi}}\p{{Pf}}"']])\1*       # a punctuation run: -- ... !!
     | \X                                                         # anything else: an emoji, with its modifiers
     """,
