@@ -19,7 +19,8 @@ from transformers import PreTrainedTokenizerFast
 from nerkit.data.encoding import TextEncoder
 from nerkit.heads.decoding import Decoder, decoder_from_spec
 from nerkit.inference import Inference
-from nerkit.runs import ENCODER_DIR, LABELS, WEIGHTS, read_run
+from nerkit.data.words import DEFAULT_WORDS, words_of
+from nerkit.runs import CONFIG, ENCODER_DIR, LABELS, WEIGHTS, read_run
 
 ONNX_FILE = "model.onnx"
 INPUTS = ("input_ids", "attention_mask", "word_index", "word_mask")
@@ -42,10 +43,10 @@ class OnnxPredictor(Inference):
 
     def __init__(self, session: onnxruntime.InferenceSession, tokenizer: PreTrainedTokenizerFast, decoder: Decoder,
                  head_name: str, max_length: int = 128, stride: int = 32, batch_size: int = 64, truncate: bool = False,
-                 max_batch_tokens: int = 2048):
+                 max_batch_tokens: int = 2048, words: str = DEFAULT_WORDS):
         self.session, self.head_name = session, head_name
         self.precision = "fp32"  # the exported graph's
-        super().__init__(TextEncoder(tokenizer, max_length, stride, truncate), self._run_session, lambda: decoder,
+        super().__init__(TextEncoder(tokenizer, max_length, stride, truncate, words), self._run_session, lambda: decoder,
                          batch_size, max_batch_tokens)
 
     def _run_session(self, *arrays: np.ndarray) -> np.ndarray:
@@ -77,4 +78,5 @@ class OnnxPredictor(Inference):
             raise ValueError(f"{onnx_path} decodes entity types {decoder.entity_types}, but {run_dir / LABELS} lists "
                              f"{entity_types}; export it again")
         tokenizer = PreTrainedTokenizerFast.from_pretrained(str(run_dir / ENCODER_DIR))
-        return cls(session, tokenizer, decoder, head_name, cfg.max_length, cfg.stride, batch_size, cfg.get("truncate", False))
+        return cls(session, tokenizer, decoder, head_name, cfg.max_length, cfg.stride, batch_size, cfg.get("truncate", False),
+                   words=words_of(cfg, str(run_dir / CONFIG)))

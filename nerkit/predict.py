@@ -11,26 +11,29 @@ from pathlib import Path
 import torch
 
 from nerkit.data.encoding import TextEncoder
+from nerkit.data.words import DEFAULT_WORDS, words_of
 from nerkit.inference import Inference
 from nerkit.model import NerModel, default_batch_tokens, torch_scores
 from nerkit.precision import check_precision, dtype_of
+from nerkit.runs import CONFIG
 
 
 class Predictor(Inference):
     def __init__(self, model: NerModel, max_length: int = 128, stride: int = 32, batch_size: int = 64,
                  device: str | torch.device = "cpu", truncate: bool = False, max_batch_tokens: int | None = None,
-                 precision: str = "auto", cast_encoder: bool = False, compile: bool = False):
+                 precision: str = "auto", cast_encoder: bool = False, compile: bool = False, words: str = DEFAULT_WORDS):
         """``precision``: "bf16"/"fp16" run the model under autocast, "auto" picks bf16 where the
         hardware has bf16 units (nerkit.precision). ``cast_encoder`` also holds the encoder's
         weights in that type (half the memory, no weight casts per batch): only for a model that
         nothing else trains or evaluates in fp32, as ``from_run`` loads it. ``compile`` runs the
-        encoder through ``torch.compile`` (compiled here, tens of seconds; then faster batches)."""
+        encoder through ``torch.compile`` (compiled here, tens of seconds; then faster batches). ``words``
+        names the splitter that cuts raw text into words (``nerkit.data.words``; a run records its own)."""
         self.model = model.to(device).eval()
         self.device = torch.device(device)
         self.precision = check_precision(precision, self.device)
         if cast_encoder:
             self.model.encoder.to(dtype_of(self.precision))
-        super().__init__(TextEncoder(model.encoder.tokenizer, max_length, stride, truncate),
+        super().__init__(TextEncoder(model.encoder.tokenizer, max_length, stride, truncate, words),
                          torch_scores(self.model, self.device, self.precision), self.model.head.decoder, batch_size,
                          max_batch_tokens or default_batch_tokens(self.device, batch_size, max_length))
         if compile:
@@ -48,7 +51,8 @@ class Predictor(Inference):
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         model, cfg = NerModel.load(run_dir, device, trust_remote_code)
         return cls(model, cfg.max_length, cfg.stride, batch_size, device, cfg.get("truncate", False),
-                   precision=precision, cast_encoder=True, compile=compile)
+                   precision=precision, cast_encoder=True, compile=compile,
+                   words=words_of(cfg, str(Path(run_dir) / CONFIG)))
 
     @property
     def head_name(self) -> str:

@@ -19,6 +19,7 @@ from hydra.utils import get_class
 
 from nerkit.data.batching import BATCH_ORDERS
 from nerkit.data.readers import Document
+from nerkit.data.words import WORD_SPLITTERS
 from nerkit.encoders.bert import locate_pretrained, position_limit
 from nerkit.runs import target_problem, target_problems
 
@@ -100,6 +101,7 @@ def validate_config(cfg: DictConfig) -> None:
     check("seed", _is_int, "an integer")
     check("limits.max_entity_types", *positive_int)
     check("limits.head_memory_gb", lambda v: _is_number(v) and v > 0, "a number > 0 (GiB)")
+    check("data.words", lambda v: v in WORD_SPLITTERS, f"one of {'|'.join(WORD_SPLITTERS)}", required=False)
 
     check("max_length", lambda v: _is_int(v) and v >= 3, "an integer >= 3 (special tokens + at least one token)")
     max_length = cfg.get("max_length")

@@ -125,7 +125,8 @@ def test_encoder_folder_is_a_transformers_model(exported):
 
 def biased_softmax_run(tiny_bert_dir: Path, directory: Path) -> Path:
     """A tiny softmax run whose tags vary from word to word, so that it predicts many entities."""
-    save_tiny_run(tiny_bert_dir, directory, "softmax", ["max_length=64"])
+    # HF's pipeline cuts raw text into the tokenizer's own words: nerkit's data.words=pretokenizer.
+    save_tiny_run(tiny_bert_dir, directory, "softmax", ["max_length=64", "data.words=pretokenizer"])
     model, cfg = NerModel.load(directory)
     torch.manual_seed(1)
     with torch.no_grad():
@@ -150,6 +151,11 @@ def test_hf_pipeline_gives_the_same_entities(tiny_bert_dir, tmp_path):
     expected = [[(e.start, e.end, e.label) for e in doc] for doc in Predictor.from_run(run_dir, "cpu", precision="fp32").predict(HF_TEXTS)]
     assert sum(map(len, expected)) >= 5
     assert got == expected
+    # With the default CoNLL-like words, nerkit keeps "U.N." one word; the pipeline cuts it in four.
+    conll = Predictor(Predictor.from_run(run_dir, "cpu", precision="fp32").model, 64, words="conll").predict(HF_TEXTS[3:4])
+    inside = {5, 6, 7}  # character offsets inside "U.N."
+    assert inside & {b for s, e, _ in got[3] for b in (s, e)}
+    assert conll[0] and not inside & {b for e in conll[0] for b in (e.start, e.end)}
 
 
 @pytest.mark.parametrize("head", ["crf", "global_pointer"])

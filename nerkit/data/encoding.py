@@ -3,9 +3,11 @@
 A *word* is the unit the model labels, carried by its first sub-token, and knows its exact
 character span in the original string. For data that comes tokenized (``Document.tokens``:
 CoNLL columns) the words ARE the dataset's tokens, each tokenized on its own as HF run_ner
-does, so that the model learns and is scored on the units conlleval scores. For raw text the
-words are the tokenizer's pre-tokenizer units (whitespace/punctuation split for BERT
-WordPiece; every CJK character on its own).
+does, so that the model learns and is scored on the units conlleval scores. Raw text is cut
+into words by the run's word splitter (``nerkit.data.words``, config key ``data.words``), which
+reproduces the training data's tokens and then takes the same path; or, with
+``words="pretokenizer"``, into the tokenizer's pre-tokenizer units (whitespace/punctuation split
+for BERT WordPiece; every CJK character on its own).
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from transformers import PreTrainedTokenizerBase
 
 from nerkit.data.schemes import Span
 from nerkit.data.windowing import Window, check_window_size, plan_windows
+from nerkit.data.words import CONTROLS_TO_SPACE, DEFAULT_WORDS, word_splitter
 
 
 @dataclass
@@ -44,20 +47,19 @@ class AlignmentStats:
     lost: int = 0
 
 
-# BERT-style normalizers delete control characters, gluing "a\x07b" into one word; a space of the
-# same length separates the words instead and leaves every character offset unchanged.
-_CONTROLS_TO_SPACE = {c: " " for c in [*range(0x00, 0x20), *range(0x7F, 0xA0)] if chr(c) not in "\t\n\r"}
-
-
 class TextEncoder:
     """Tokenizes texts and cuts them into model inputs of at most ``max_length`` tokens.
 
     ``truncate=True`` keeps only each text's first window (a baseline for comparing against
     sliding windows): words after it are still encoded, so gold entities there count as missed.
+    ``words`` names the splitter that cuts raw text into words (``nerkit.data.words``).
     """
 
-    def __init__(self, tokenizer: PreTrainedTokenizerBase, max_length: int, stride: int, truncate: bool = False):
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, max_length: int, stride: int, truncate: bool = False,
+                 words: str = DEFAULT_WORDS):
         self.tokenizer = tokenizer
+        self.words = words
+        self.split_words = word_splitter(words)
         # The tokenizer's own template tells which special tokens wrap a sequence.
         probe = tokenizer("a", add_special_tokens=False)["input_ids"]
         wrapped = tokenizer("a")["input_ids"]
@@ -71,13 +73,18 @@ class TextEncoder:
     def encode(self, texts: Sequence[str], tokens: Sequence[Sequence[tuple[int, int]] | None] | None = None
                ) -> list[EncodedText]:
         """Encode texts; where ``tokens[i]`` is given (character spans of the dataset's tokens),
-        text i's words are those tokens, else its pre-tokenizer words."""
+        text i's words are those tokens, else the words the splitter cuts it into."""
         tokens = tokens if tokens is not None else [None] * len(texts)
         if len(tokens) != len(texts):
             raise ValueError(f"got {len(tokens)} token lists for {len(texts)} texts")
         out: list[EncodedText | None] = [None] * len(texts)
         raw = [i for i, t in enumerate(tokens) if t is None]
-        for i, enc in zip(raw, self._encode_raw([texts[i] for i in raw])):
+        if self.split_words is None:
+            encoded = self._encode_raw([texts[i] for i in raw])
+        else:  # raw text cut into words as the training data was, then encoded as tokenized data
+            encoded = self._encode_tokens([texts[i] for i in raw], [self.split_words(texts[i]) for i in raw],
+                                          keep_empty=False)
+        for i, enc in zip(raw, encoded):
             out[i] = enc
         split = [i for i, t in enumerate(tokens) if t is not None]
         for i, enc in zip(split, self._encode_tokens([texts[i] for i in split], [tokens[i] for i in split])):
@@ -91,9 +98,12 @@ class TextEncoder:
             windows = windows[:1]
         return EncodedText(token_ids, token_starts, char_starts, char_ends, windows, unk_tokens)
 
-    def _encode_tokens(self, texts: Sequence[str], tokens: Sequence[Sequence[tuple[int, int]]]) -> list[EncodedText]:
+    def _encode_tokens(self, texts: Sequence[str], tokens: Sequence[Sequence[tuple[int, int]]],
+                       keep_empty: bool = True) -> list[EncodedText]:
         """Pre-split input: each dataset token is tokenized on its own, its first sub-token
-        carries its label (HF run_ner's ``is_split_into_words`` + ``word_ids``)."""
+        carries its label (HF run_ner's ``is_split_into_words`` + ``word_ids``). A token the
+        tokenizer drops entirely (a lone zero-width character) is kept as [UNK] when it is the
+        data's (it has a label), and dropped when a splitter cut it from raw text."""
         words = [[text[s:e] for s, e in spans] for text, spans in zip(texts, tokens)]
         nonempty = [i for i, w in enumerate(words) if w]
         batch = self.tokenizer([words[i] for i in nonempty], is_split_into_words=True, add_special_tokens=False,
@@ -104,13 +114,17 @@ class TextEncoder:
             pieces: list[list[int]] = [[] for _ in words[i]]
             for t, w in enumerate(batch.word_ids(row)):
                 pieces[w].append(ids[t])
-            token_ids, token_starts, unk = [], [], 0
-            for p in pieces:
-                if not p:  # the tokenizer dropped this token entirely: keep it as [UNK]
+            token_ids, token_starts, char_starts, char_ends, unk = [], [], [], [], 0
+            for p, (start, end) in zip(pieces, tokens[i]):
+                if not p:  # the tokenizer dropped this token entirely
+                    if not keep_empty:
+                        continue
                     p, unk = [self.tokenizer.unk_token_id], unk + 1
                 token_starts.append(len(token_ids))
+                char_starts.append(start)
+                char_ends.append(end)
                 token_ids += p
-            out[i] = self._finish(token_ids, token_starts, [s for s, _ in tokens[i]], [e for _, e in tokens[i]], unk)
+            out[i] = self._finish(token_ids, token_starts, char_starts, char_ends, unk)
         return out
 
     def _encode_raw(self, texts: Sequence[str]) -> list[EncodedText]:
@@ -119,7 +133,9 @@ class TextEncoder:
         # verbose=False: texts longer than the model are expected here (they get windows), so
         # the tokenizer's "sequence too long" warning would be a false alarm.
         batch = self.tokenizer(
-            [text.translate(_CONTROLS_TO_SPACE) for text in texts],
+            # BERT-style normalizers delete control characters, gluing "a\x07b" into one word; a space
+            # of the same length separates the words instead and leaves every offset unchanged.
+            [text.translate(CONTROLS_TO_SPACE) for text in texts],
             add_special_tokens=False, return_offsets_mapping=True, return_attention_mask=False, verbose=False,
         )
         out = []

@@ -15,6 +15,7 @@ from torch import nn
 from nerkit.data import batching
 from nerkit.data.encoding import TextEncoder
 from nerkit.data.readers import Document
+from nerkit.data.words import words_of
 from nerkit.error_report import write_error_report
 from nerkit.evaluation import evaluate
 from nerkit.inference import Inference
@@ -51,7 +52,9 @@ class NerTask(Task):
         check_entity_types(cfg, entity_types)  # before the head is built for them
         self.eval_batch_tokens = eval_batch_tokens(cfg, len(entity_types))
         self.model = NerModel.from_config(cfg, entity_types, train_texts=[d.text for d in train_docs]).to(device)
-        self.text_encoder = TextEncoder(self.model.encoder.tokenizer, cfg.max_length, cfg.stride, cfg.get("truncate", False))
+        # Raw training texts (character-span data) are cut into words by the splitter predictions use.
+        self.text_encoder = TextEncoder(self.model.encoder.tokenizer, cfg.max_length, cfg.stride, cfg.get("truncate", False),
+                                        words_of(cfg))
         # Evaluated at the training precision, so dev scores say what the trained weights do at it.
         self.precision = check_precision(cfg.trainer.get("precision", "fp32"), device)
         self.windows = batching.window_dataset(train_docs, self.text_encoder, entity_types,
