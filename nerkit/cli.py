@@ -36,6 +36,22 @@ class TextPredictor(Protocol):
         """One padded batch's window scores (the server wraps it to stop between batches)."""
 
 
+Content = str | list[str]  # a document's text, or its tokens
+
+
+def predict_contents(predictor: TextPredictor, contents: list[Content]) -> list[list[Entity]]:
+    """Texts (``predict``) and token lists (``predict_tokens``), in input order."""
+    out: list[list[Entity]] = [[] for _ in contents]
+    texts = [i for i, content in enumerate(contents) if isinstance(content, str)]
+    token_lists = [i for i, content in enumerate(contents) if not isinstance(content, str)]
+    for indices, predict in ((texts, predictor.predict), (token_lists, predictor.predict_tokens)):
+        if indices:
+            for i, entities in zip(indices, predict([contents[i] for i in indices])):
+                out[i] = entities
+    return out
+
+
+
 class Backend(str, Enum):
     torch = "torch"
     onnx = "onnx"

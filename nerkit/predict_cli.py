@@ -47,13 +47,11 @@ from typing import Iterator, Optional
 from omegaconf import MISSING
 from tqdm.auto import tqdm
 
-from nerkit.cli import (Backend, PrecisionChoice, TextPredictor, load_predictor, parse_args, require_positive,
-                        setup_logging)
+from nerkit.cli import (Backend, Content, PrecisionChoice, TextPredictor, load_predictor, parse_args, predict_contents,
+                        require_positive, setup_logging)
 from nerkit.data.encoding import Entity
 from nerkit.inference import check_token_lists
 from nerkit.data.readers import RepeatedKeyError, unique_keys
-
-Content = str | list[str]  # a document's text, or its tokens
 
 log = logging.getLogger(__name__)
 
@@ -202,18 +200,6 @@ def remove_stale_partials(target: Path) -> None:
             continue
         path.unlink(missing_ok=True)
         log.warning("removed %s, the unfinished output of an earlier run that was stopped", path)
-
-
-def predict_contents(predictor: TextPredictor, contents: list[Content]) -> list[list[Entity]]:
-    """Texts (``predict``) and token lists (``predict_tokens``), in input order."""
-    out: list[list[Entity]] = [[] for _ in contents]
-    texts = [i for i, content in enumerate(contents) if isinstance(content, str)]
-    token_lists = [i for i, content in enumerate(contents) if not isinstance(content, str)]
-    for indices, predict in ((texts, predictor.predict), (token_lists, predictor.predict_tokens)):
-        if indices:
-            for i, entities in zip(indices, predict([contents[i] for i in indices])):
-                out[i] = entities
-    return out
 
 
 def entity_json(entity: Entity) -> dict:

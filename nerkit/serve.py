@@ -1,7 +1,9 @@
 """HTTP prediction service: ``python -m nerkit.serve run_dir=DIR [host=127.0.0.1] [port=8000]``.
 
-``POST /predict`` with ``{"texts": ["...", ...]}`` returns ``{"entities": [[{"start", "end",
-"label", "text", "score"}, ...], ...]}``, one list per text, offsets into that text.
+``POST /predict`` with ``{"texts": ["...", ...]}`` (or ``{"tokens": [["...", ...], ...]}``: already
+tokenized documents, predicted on their tokens) returns ``{"entities": [[{"start", "end",
+"label", "text", "score"}, ...], ...]}``, one list per text, offsets into that text (for tokens:
+into the tokens joined by single spaces, and each entity has ``token_start``/``token_end`` too).
 ``GET /health`` says the model is loaded, which entity types and limits it has, and whether
 it is ``busy`` (how long the current batch has run, for how many requests) or ``idle``, and how
 many requests wait.
@@ -57,12 +59,12 @@ from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from omegaconf import MISSING
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model, model_validator
 from starlette.responses import HTMLResponse, JSONResponse
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from nerkit.cli import (Backend, PrecisionChoice, TextPredictor, load_predictor, parse_args, require_positive,
-                        setup_logging)
+from nerkit.cli import (Backend, Content, PrecisionChoice, TextPredictor, load_predictor, parse_args, predict_contents,
+                        require_positive, setup_logging)
 from nerkit.data.encoding import Entity
 
 log = logging.getLogger(__name__)
@@ -100,6 +102,8 @@ class EntityOut(BaseModel):
     label: str
     text: str
     score: float
+    token_start: Optional[int] = None  # token input only: token indices, end exclusive
+    token_end: Optional[int] = None
 
 
 class PredictResponse(BaseModel):
@@ -252,11 +256,12 @@ class Cancelled(Exception):
 
 
 class Job:
-    """One request's texts on their way through the queue; the round that predicts them sets ``result``."""
+    """One request's documents (texts or token lists) on their way through the queue; the round
+    that predicts them sets ``result``."""
 
-    def __init__(self, texts: list[str]):
-        self.texts = texts
-        self.chars = sum(map(len, texts))
+    def __init__(self, contents: list[Content]):
+        self.contents = contents
+        self.chars = sum(len(c) if isinstance(c, str) else sum(map(len, c)) + len(c) for c in contents)
         self.result: asyncio.Future = asyncio.get_running_loop().create_future()
         self.stop = threading.Event()  # set by the request, read by the worker thread between batches
         self.started: float | None = None  # when its round began
@@ -285,13 +290,13 @@ class Batcher:
 
         predictor.scores = scores_unless_abandoned
 
-    def submit(self, texts: list[str]) -> Job:
+    def submit(self, contents: list[Content]) -> Job:
         """Queue a request (starting the rounds in this event loop if they are not running)."""
         loop = asyncio.get_running_loop()
         if self.task is None or self.task.done() or self.task.get_loop() is not loop:
             self.wakeup = asyncio.Event()
             self.task = loop.create_task(self.run())
-        job = Job(texts)
+        job = Job(contents)
         self.queue.append(job)
         self.wakeup.set()
         return job
@@ -320,7 +325,7 @@ class Batcher:
         for job in jobs:
             job.started = self.round_started
         try:
-            entities = await run_in_threadpool(self.predictor.predict, [text for job in jobs for text in job.texts])
+            entities = await run_in_threadpool(predict_contents, self.predictor, [c for job in jobs for c in job.contents])
         except Cancelled:
             return  # every request of the round has already answered
         except Exception as err:
@@ -335,8 +340,8 @@ class Batcher:
             self.current = []
         offset = 0
         for job in jobs:
-            settle(job.result, entities[offset : offset + len(job.texts)])
-            offset += len(job.texts)
+            settle(job.result, entities[offset : offset + len(job.contents)])
+            offset += len(job.contents)
 
 
 def settle(result: asyncio.Future, value: list[list[Entity]] | None = None, exception: Exception | None = None) -> None:
@@ -372,11 +377,25 @@ def create_app(predictor: TextPredictor, limits: Limits | None = None, info: dic
     """The FastAPI app around one loaded predictor; ``auth_token`` guards all but /health and the demo page."""
     limits = limits or Limits()
     text = Annotated[str, StringConstraints(max_length=limits.max_chars)]
+    # A token is one or more characters without whitespace (offsets are into the space-joined tokens).
+    token = Annotated[str, StringConstraints(min_length=1, max_length=limits.max_chars, pattern=r"^\S+$")]
+
+    def one_kind_within_limits(body):
+        if (body.texts is None) == (body.tokens is None):
+            raise ValueError('give either "texts" (strings) or "tokens" (lists of token strings), not both')
+        for i, doc in enumerate(body.tokens or []):
+            if len(" ".join(doc)) > limits.max_chars:
+                raise ValueError(f"tokens[{i}] joined by spaces is longer than max_chars={limits.max_chars}")
+        return body
+
     request_model = create_model(
         "PredictRequest",
         __config__=ConfigDict(extra="forbid"),
-        texts=(list[text], Field(min_length=1, max_length=limits.max_docs,
-                                 description=f"1 to {limits.max_docs} texts of at most {limits.max_chars} characters")),
+        __validators__={"one_kind_within_limits": model_validator(mode="after")(one_kind_within_limits)},
+        texts=(Optional[list[text]], Field(None, min_length=1, max_length=limits.max_docs, description=(
+            f"1 to {limits.max_docs} texts of at most {limits.max_chars} characters"))),
+        tokens=(Optional[list[list[token]]], Field(None, min_length=1, max_length=limits.max_docs, description=(
+            f"or 1 to {limits.max_docs} already tokenized documents: lists of tokens without whitespace"))),
     )
     batcher = Batcher(predictor, round_chars)
 
@@ -413,14 +432,15 @@ def create_app(predictor: TextPredictor, limits: Limits | None = None, info: dic
         busy_for = round(time.monotonic() - batcher.round_started, 3) if batcher.current else None
         return {"status": "ok", "state": "busy" if batcher.current else "idle", "current_batch_seconds": busy_for,
                 "current_batch_requests": len(current), "waiting_requests": len(waiting),
-                "waiting_texts": sum(len(job.texts) for job in waiting), "entity_types": predictor.entity_types,
+                "waiting_texts": sum(len(job.contents) for job in waiting), "entity_types": predictor.entity_types,
                 "limits": asdict(limits), **(info or {})}
 
-    @app.post("/predict", response_model=PredictResponse)
+    @app.post("/predict", response_model=PredictResponse, response_model_exclude_none=True)
     async def predict(body: request_model, request: Request):
         timeout = limits.request_timeout
         arrived = request.scope["state"][ARRIVED]
-        job = batcher.submit(body.texts)
+        contents = body.texts if body.texts is not None else body.tokens
+        job = batcher.submit(contents)
         # The event loop waits for the result, the client leaving or the deadline, whichever comes first.
         gone = asyncio.ensure_future(client_gone(request.receive))
         try:
@@ -433,7 +453,7 @@ def create_app(predictor: TextPredictor, limits: Limits | None = None, info: dic
         job.stop.set()
         if gone in done:
             log.info("client closed its request of %d texts after %.1fs; its result is discarded",
-                     len(body.texts), time.monotonic() - arrived)
+                     len(contents), time.monotonic() - arrived)
             return JSONResponse({"detail": "client closed the request"}, status_code=499)
         if job.started is None:
             return JSONResponse({"detail": f"server busy: the requests before this one took longer than "

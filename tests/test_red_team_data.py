@@ -164,5 +164,5 @@ def test_global_pointer_dev_batches_stay_within_the_memory_limit(tiny_bert_dir, 
     assert limited.evaluate(limited.model, "dev") == unlimited.evaluate(unlimited.model, "dev")
     # Each batch's span scores, with the loss's copies, within the 40 KiB; unlimited, one batch of all 16 windows.
     assert len(shapes) > 1 and all(6 * 4 * rows * types * words * words <= 40 * 1024 for rows, types, words, _ in shapes)
-    assert limited.predictor.max_batch_tokens == 40 * 1024 * 16 // (6 * 4 * 3 * 16 * 16)
+    assert limited.inference(limited.model).max_batch_tokens == 40 * 1024 * 16 // (6 * 4 * 3 * 16 * 16)
     assert unlimited.predictor.max_batch_tokens >= 16 * 16

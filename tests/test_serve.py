@@ -102,6 +102,34 @@ def test_limits_give_clear_errors(url):
             assert "limit of 3000 bytes" in response.json()["detail"]
 
 
+def test_token_lists_are_predicted_on_their_tokens_as_predict_tokens_does(url, predictor):
+    token_lists = [text.split() for text in request_texts(7)] + [["John", "Smith", "lives", "in", "Berlin", "."]]
+    token_lists = [tokens for tokens in token_lists if tokens][: LIMITS.max_docs]
+    response = httpx.post(f"{url}/predict", json={"tokens": token_lists})
+    assert response.status_code == 200
+    expected = predictor.predict_tokens(token_lists)
+    assert_same_as_predict(response.json()["entities"], expected)
+    assert [[(e["token_start"], e["token_end"]) for e in doc] for doc in response.json()["entities"]] == [
+        [(e.token_start, e.token_end) for e in doc] for doc in expected]
+    # Text requests carry no token indices.
+    texts = httpx.post(f"{url}/predict", json={"texts": [" ".join(t) for t in token_lists]}).json()["entities"]
+    assert all("token_start" not in e for doc in texts for e in doc)
+
+
+@pytest.mark.parametrize("body, problem", [
+    ({"texts": ["a b"], "tokens": [["a", "b"]]}, 'either "texts"'),
+    ({}, 'either "texts"'),
+    ({"tokens": [["New York"]]}, "should match pattern"),
+    ({"tokens": [["ok", ""]]}, "at least 1 character"),
+    ({"tokens": [["x" * 200, "y" * 200]]}, "longer than max_chars=400"),
+    ({"tokens": [["a"]] * 5}, "at most 4 items"),
+])
+def test_bad_token_requests_get_a_clear_422(url, body, problem):
+    response = httpx.post(f"{url}/predict", json=body)
+    assert response.status_code == 422
+    assert problem in json.dumps(response.json()["detail"])
+
+
 def test_the_model_cannot_be_chosen_by_a_request(url, tmp_path):
     response = httpx.post(f"{url}/predict", json={"texts": ["Berlin"], "run_dir": str(tmp_path)})
     assert response.status_code == 422
