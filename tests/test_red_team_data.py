@@ -165,4 +165,4 @@ def test_global_pointer_dev_batches_stay_within_the_memory_limit(tiny_bert_dir, 
     # Each batch's span scores, with the loss's copies, within the 40 KiB; unlimited, one batch of all 16 windows.
     assert len(shapes) > 1 and all(6 * 4 * rows * types * words * words <= 40 * 1024 for rows, types, words, _ in shapes)
     assert limited.inference(limited.model).max_batch_tokens == 40 * 1024 * 16 // (6 * 4 * 3 * 16 * 16)
-    assert unlimited.predictor.max_batch_tokens >= 16 * 16
+    assert unlimited.inference(unlimited.model).max_batch_tokens >= 16 * 16
