@@ -40,7 +40,8 @@ log = logging.getLogger("bench.nested")
 
 def recipe(args: argparse.Namespace) -> dict:
     return {"data": "GENIA nested (W2NER JSON Lines), train -> dev", "encoder": "all-MiniLM-L6-v2 (embedded)",
-            "epochs": args.epochs, "encoder_lr": args.lr, "batch_size": args.batch_size, "max_length": args.max_length,
+            "epochs": args.epochs, "encoder_lr": args.lr, "batch_size": args.batch_size, "batch_order": args.batch_order,
+            "max_length": args.max_length,
             "precision": "fp32", "warmup_ratio": 0.1, "schedule": "linear decay",
             "head_lr": "conf/head lr (CRF, GlobalPointer: 1e-3; softmax: the encoder lr)",
             "model_selection": "best dev F1 of the head's own score over epochs",
@@ -51,7 +52,7 @@ def run_row(args: argparse.Namespace) -> dict:
     """Train one head as the CLI does; the dev scores of its model-selected evaluation."""
     overrides = ["data=genia_nested", f"data.root={GENIA}", f"head={args.head}", f"seed={args.seed}",
                  f"trainer.epochs={args.epochs}", f"trainer.lr={args.lr}", f"trainer.batch_size={args.batch_size}",
-                 f"max_length={args.max_length}", "trainer.device=cpu", "trainer.precision=fp32",
+                 f"max_length={args.max_length}", f"trainer.batch_order={args.batch_order}", "trainer.device=cpu", "trainer.precision=fp32",
                  "trainer.keep_checkpoints=0", "trainer.tensorboard=false", "report_errors=false"]
     if args.train_limit:
         overrides.append(f"+data.train.limit={args.train_limit}")
@@ -137,10 +138,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--head", choices=HEADS)
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--epochs", type=int, default=10)
+    # The budget that fits a shared 2-core machine (one thread per run, two runs at a time).
+    parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--lr", type=float, default=5e-5)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--max-length", type=int, default=128)
+    parser.add_argument("--batch-order", choices=["length", "random"], default="length",
+                        help="length: similar lengths per batch, less padding (faster on CPU)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 on a shared machine)")
     parser.add_argument("--train-limit", type=int, default=None, help="smoke test only: first N train sentences")
     parser.add_argument("--dev-limit", type=int, default=None, help="smoke test only: first N dev sentences")

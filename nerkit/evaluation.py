@@ -26,7 +26,7 @@ from seqeval.metrics import classification_report, f1_score, precision_score, re
 from nerkit.data.batching import remove_overlaps
 from nerkit.data.encoding import AlignmentStats, char_to_unit_spans, word_to_char_span
 from nerkit.data.readers import Document
-from nerkit.data.schemes import Span, get_scheme
+from nerkit.data.schemes import Span, get_scheme, inner_spans
 from nerkit.predict import Predictor
 
 
@@ -85,22 +85,16 @@ def score(documents: Sequence[Document], predicted: Sequence[Sequence[tuple[int,
     return _score_chars(documents, predicted, resamples, seed)
 
 
-def inner_entities(spans: set[Span]) -> set[Span]:
-    """The spans lying inside another span of other extent (an entity nested in another)."""
-    return {a for a in spans if any(b.start <= a.start and a.end <= b.end and (b.start, b.end) != (a.start, a.end)
-                                    for b in spans)}
-
-
 def _score_nesting(gold: Sequence[set[Span]], predicted: Sequence[set[Span]], resamples: int, seed: int) -> dict:
     """Exact-span scores against every gold entity, nested ones included, and the recall of inner
     gold entities: what a model finds of the nesting, whatever its head."""
-    inner = [inner_entities(g) for g in gold]
+    inner = [inner_spans(g) for g in gold]
     n_inner = sum(map(len, inner))
     found = sum(len(i & p) for i, p in zip(inner, predicted))
     exact = _exact_match(gold, predicted, resamples, seed)
     return {"nesting": {**{k: exact[k] for k in ("precision", "recall", "f1", "ci95")}, "gold_inner_entities": n_inner,
                         "inner_recall": found / n_inner if n_inner else None,
-                        "predicted_inner_entities": sum(map(len, map(inner_entities, predicted)))}}
+                        "predicted_inner_entities": sum(map(len, map(inner_spans, predicted)))}}
 
 
 def _score_tokens(documents, gold_spans, predicted, scheme, resamples: int, seed: int) -> dict:
