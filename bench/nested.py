@@ -103,19 +103,20 @@ def merge(rows_dir: Path) -> dict:
 
 def table(results: dict) -> str:
     seeds = sorted({s for by_seed in results["rows"].values() for s in by_seed})
+    common = [s for s in seeds if all(s in by_seed for by_seed in results["rows"].values())]  # means compare alike
     lines = []
     for head, by_seed in results["rows"].items():
         cells = []
         for metric in ("f1", "inner_recall"):
-            values = [by_seed[s][metric] for s in seeds if s in by_seed]
             cells += [f"{100 * by_seed[s][metric]:.2f}" if s in by_seed else "-" for s in seeds]
-            cells.append(f"{100 * statistics.mean(values):.2f}")
+            cells.append(f"{100 * statistics.mean(by_seed[s][metric] for s in common):.2f}" if common else "-")
         one = by_seed[seeds[0]] if seeds[0] in by_seed else next(iter(by_seed.values()))
         dropped = one["flattening_dropped"]
         cells.append(f"{dropped['gold']} / {dropped['predicted']}" if dropped else "- (nesting kept)")
         cells.append(", ".join(f"{100 * by_seed[s]['selection_f1']:.2f}" for s in seeds if s in by_seed))
         lines.append([head, *cells])
-    header = ["head", *(f"F1 s{s}" for s in seeds), "F1 mean", *(f"inner rec. s{s}" for s in seeds), "inner mean",
+    mean = f"mean s{','.join(map(str, common))}"
+    header = ["head", *(f"F1 s{s}" for s in seeds), f"F1 {mean}", *(f"inner rec. s{s}" for s in seeds), f"inner {mean}",
               "flattening dropped (gold / pred)", "own selection F1"]
     r = results["recipe"]
     stamps = sorted({f"{v['commit']}{'+dirty' if v['dirty'] else ''} {v['started'][:16]}"
