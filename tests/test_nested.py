@@ -173,3 +173,4 @@ def test_nested_data_round_trips_through_training_and_scoring(head, tiny_bert_di
     assert nesting["gold_inner"] == 12
     assert nesting["found_inner"] + nesting["missed_inner"]["count"] == 12
     assert nesting["found_inner"] == round(dev["nesting"]["inner_recall"] * 12)
+    assert 'id="nesting"' in (tmp_path / "run" / "errors.html").read_text()
