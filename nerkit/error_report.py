@@ -6,7 +6,8 @@ run directory: per-type precision / recall / F1 (exact character spans), the gol
 type confusion matrix, each error class with its count and examples, the documents with the
 most errors (gold and predicted entities side by side, highlighted as on the demo page), and,
 for documents cut into several windows, the errors within ``margin`` sub-word tokens of a
-window edge, and, where entities nest, the missed inner entities and spurious inner predictions. The command line is ``python -m nerkit.report errors`` (see nerkit/report.py).
+window edge, and, where entities nest, the missed inner entities and the spurious inner
+predictions. The command line is ``python -m nerkit.report errors`` (see nerkit/report.py).
 """
 from __future__ import annotations
 
