@@ -6,8 +6,8 @@
 Each run trains one head with ``python -m nerkit.train data=genia_nested`` exactly as the CLI
 would (MiniLM, the same epochs, batch size and encoder learning rate for every head; CRF and
 GlobalPointer train their head at the lr of their conf/head yaml) and writes
-bench/results/nested/seed<seed>_<head>.json under the stamp taken when it started. ``--merge``
-joins every such file into one table; runs of another recipe than the first are refused.
+bench/results/nested/seed<seed>_<head>[_<epochs>epochs].json under the stamp taken when it
+started. ``--merge`` joins every such file into one table per recipe (budget).
 
 Scores come from nerkit.evaluation on the dev set at the model-selected step: ``f1`` is exact
 token-span match against every gold entity, nested ones included (for tag heads, whose tag
@@ -33,6 +33,7 @@ from nerkit.train import train
 GENIA = ROOT.parent / "shared" / "data" / "ner" / "genia_nested"
 ROWS_DIR = RESULTS / "nested"
 HEADS = ["softmax", "crf", "global_pointer", "efficient_global_pointer"]
+DEFAULT_EPOCHS = 2  # the budget a shared 2-core machine allows for every head (one thread per run, two at a time)
 GOAL = ("global_pointer", "crf")  # the issue's goal: GlobalPointer >= CRF on F1 and on inner recall
 
 log = logging.getLogger("bench.nested")
@@ -58,7 +59,7 @@ def run_row(args: argparse.Namespace) -> dict:
         overrides.append(f"+data.train.limit={args.train_limit}")
     if args.dev_limit:
         overrides.append(f"+data.dev.limit={args.dev_limit}")
-    out = RUNS / f"nested_{args.head}_seed{args.seed}"
+    out = RUNS / f"nested_{row_name(args)}"
     train(compose_cfg(overrides), out)
     metrics = json.loads((out / "metrics.json").read_text())
     best = next(h for h in metrics["history"] if h["step"] == metrics["best_step"])
@@ -76,71 +77,86 @@ def run_row(args: argparse.Namespace) -> dict:
             "train_s": round(metrics["train_seconds"]), "overrides": overrides, "run_dir": str(out)}
 
 
+def row_name(args: argparse.Namespace) -> str:
+    """The row file's (and run directory's) name; another budget than the default says so."""
+    return f"seed{args.seed}_{args.head}" + ("" if args.epochs == DEFAULT_EPOCHS else f"_{args.epochs}epochs")
+
+
 def merge(rows_dir: Path) -> dict:
+    """Every row file, grouped by recipe (a budget): rows are compared only within a group."""
     files = sorted(rows_dir.glob("*.json"))
     if not files:
         raise SystemExit(f"no row files in {rows_dir}: run python -m bench.nested --head HEAD first")
-    runs = [json.loads(f.read_text()) for f in files]
-    reference = {k: v for k, v in runs[0]["recipe"].items()}
-    for f, run in zip(files, runs):
-        if run["recipe"] != reference:
-            raise SystemExit(f"{f}: another recipe than {files[0]}'s: {run['recipe']}")
-    rows = {}
-    for f, run in zip(files, runs):
-        rows.setdefault(run["row"]["head"], {})[run["row"]["seed"]] = {
+    groups: list[dict] = []
+    for f in files:
+        run = json.loads(f.read_text())
+        group = next((g for g in groups if g["recipe"] == run["recipe"]), None)
+        if group is None:
+            group = {"recipe": run["recipe"], "rows": {}}
+            groups.append(group)
+        group["rows"].setdefault(run["row"]["head"], {})[run["row"]["seed"]] = {
             **run["row"], "file": f.name, "commit": run["commit"], "dirty": run["dirty"], "started": run["started"]}
-    goal = {}
     a, b = GOAL
-    paired = sorted(set(rows.get(a, {})) & set(rows.get(b, {})))
-    for metric in ("f1", "inner_recall"):
-        diffs = [rows[a][s][metric] - rows[b][s][metric] for s in paired]
-        goal[metric] = {"seeds": paired, "differences": diffs,
-                        "mean_difference": statistics.mean(diffs) if diffs else None,
-                        "met": bool(diffs) and statistics.mean(diffs) >= 0}
-    return {"recipe": reference, "rows": {h: rows[h] for h in HEADS if h in rows},
-            f"goal_{a}_vs_{b}": goal}
+    for group in groups:
+        rows = group["rows"] = {h: group["rows"][h] for h in HEADS if h in group["rows"]}
+        paired = sorted(set(rows.get(a, {})) & set(rows.get(b, {})))
+        group[f"goal_{a}_vs_{b}"] = {}
+        for metric in ("f1", "inner_recall"):
+            diffs = [rows[a][s][metric] - rows[b][s][metric] for s in paired]
+            group[f"goal_{a}_vs_{b}"][metric] = {"seeds": paired, "differences": diffs,
+                                                 "mean_difference": statistics.mean(diffs) if diffs else None,
+                                                 "met": bool(diffs) and statistics.mean(diffs) >= 0}
+    return {"budgets": sorted(groups, key=lambda g: g["recipe"]["epochs"])}
 
 
-def table(results: dict) -> str:
-    seeds = sorted({s for by_seed in results["rows"].values() for s in by_seed})
-    common = [s for s in seeds if all(s in by_seed for by_seed in results["rows"].values())]  # means compare alike
+def group_table(group: dict) -> str:
+    rows = group["rows"]
+    seeds = sorted({s for by_seed in rows.values() for s in by_seed})
+    common = [s for s in seeds if all(s in by_seed for by_seed in rows.values())]  # means compare alike
     lines = []
-    for head, by_seed in results["rows"].items():
+    for head, by_seed in rows.items():
         cells = []
         for metric in ("f1", "inner_recall"):
             cells += [f"{100 * by_seed[s][metric]:.2f}" if s in by_seed else "-" for s in seeds]
             cells.append(f"{100 * statistics.mean(by_seed[s][metric] for s in common):.2f}" if common else "-")
-        one = by_seed[seeds[0]] if seeds[0] in by_seed else next(iter(by_seed.values()))
-        dropped = one["flattening_dropped"]
+        dropped = next(iter(by_seed.values()))["flattening_dropped"]
         cells.append(f"{dropped['gold']} / {dropped['predicted']}" if dropped else "- (nesting kept)")
         cells.append(", ".join(f"{100 * by_seed[s]['selection_f1']:.2f}" for s in seeds if s in by_seed))
         lines.append([head, *cells])
-    mean = f"mean s{','.join(map(str, common))}"
+    mean = f"mean s{','.join(map(str, common))}" if common else "mean"
     header = ["head", *(f"F1 s{s}" for s in seeds), f"F1 {mean}", *(f"inner rec. s{s}" for s in seeds), f"inner {mean}",
               "flattening dropped (gold / pred)", "own selection F1"]
-    r = results["recipe"]
+    r = group["recipe"]
     stamps = sorted({f"{v['commit']}{'+dirty' if v['dirty'] else ''} {v['started'][:16]}"
-                     for by_seed in results["rows"].values() for v in by_seed.values()})
-    any_row = next(iter(next(iter(results["rows"].values())).values()))
+                     for by_seed in rows.values() for v in by_seed.values()})
     goal_lines = []
-    for metric, goal in results["goal_global_pointer_vs_crf"].items():
+    for metric, goal in group["goal_global_pointer_vs_crf"].items():
         difference = "-" if goal["mean_difference"] is None else f"{100 * goal['mean_difference']:+.2f}"
         goal_lines.append(f"- GlobalPointer >= CRF on {metric.replace('_', ' ')}: {'met' if goal['met'] else 'NOT met'} "
                           f"(mean paired difference {difference} points over seeds {goal['seeds']})")
     return "\n".join([
-        f"GENIA nested, dev set ({any_row['gold_entities']} gold entities, {any_row['gold_inner_entities']} inside "
-        f"another); MiniLM, {r['epochs']} epochs, encoder lr {r['encoder_lr']}, batch {r['batch_size']}, "
-        f"{r['head_lr']}; {r['model_selection']}. F1: exact token spans against every gold entity, nested ones "
-        "included; inner recall: gold entities inside another found exactly. Runs: " + ", ".join(stamps),
+        f"### {r['epochs']} epochs",
+        "",
+        f"MiniLM, {r['epochs']} epochs, encoder lr {r['encoder_lr']}, batch {r['batch_size']} ({r['batch_order']} "
+        f"batches), {r['head_lr']}; {r['model_selection']}. Runs: " + ", ".join(stamps),
         "", markdown_table(header, lines), "", *goal_lines])
+
+
+def table(results: dict) -> str:
+    any_row = next(iter(next(iter(results["budgets"][0]["rows"].values())).values()))
+    return "\n\n".join([
+        f"GENIA nested, dev set ({any_row['gold_entities']} gold entities, {any_row['gold_inner_entities']} inside "
+        "another). F1: exact token spans against every gold entity, nested ones included (tag heads cannot predict "
+        "nesting: what they cannot represent counts as missed); inner recall: gold entities inside another found "
+        "exactly; own selection F1: the score each head is selected on (seqeval over flattened tags for tag heads).",
+        *map(group_table, results["budgets"])])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--head", choices=HEADS)
     parser.add_argument("--seed", type=int, default=42)
-    # The budget that fits a shared 2-core machine (one thread per run, two runs at a time).
-    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS)
     parser.add_argument("--lr", type=float, default=5e-5)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--max-length", type=int, default=128)
@@ -169,7 +185,7 @@ def main() -> None:
                "machine": {k: v for k, v in stamp.items() if k not in ("commit", "dirty", "date")},
                "recipe": recipe(args), "row": row}
     args.rows_dir.mkdir(parents=True, exist_ok=True)
-    path = args.rows_dir / f"seed{args.seed}_{args.head}.json"
+    path = args.rows_dir / f"{row_name(args)}.json"
     path.write_text(json.dumps(results, indent=1))
     log.info("wrote %s: F1 %.4f, inner recall %s", path, row["f1"], row["inner_recall"])
 
