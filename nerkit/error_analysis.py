@@ -13,6 +13,9 @@ exactly (a gold span already found is not an explanation for another prediction)
 Each remaining prediction gets exactly one class (the first that applies, in that order), so
 ``predicted = correct + type + boundary + type_and_boundary + spurious``; a gold span overlapped
 by a wrong prediction is accounted for by that prediction's error, not as missed.
+
+Nested entities get their own view (``nested_errors``): inner gold spans (inside another gold
+span) not predicted exactly, and wrong predictions inside another prediction.
 """
 from __future__ import annotations
 
@@ -21,7 +24,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from nerkit.data.encoding import AlignmentStats, EncodedText, char_to_word_spans
-from nerkit.data.schemes import Span
+from nerkit.data.schemes import Span, inner_spans
 
 ERROR_CLASSES = ("missed", "spurious", "boundary", "type", "type_and_boundary")
 NONE = "(none)"  # the confusion matrix's row for spurious and column for missed spans
@@ -64,6 +67,22 @@ def classify_errors(gold: Sequence[Span], predicted: Sequence[Span]) -> tuple[li
         explained.update(overlapping)
     errors += [SpanError("missed", g, None) for g in open_gold if g not in explained]
     return correct, errors
+
+
+def nested_errors(gold: Sequence[Span], predicted: Sequence[Span]) -> dict[str, list[Span]]:
+    """Nesting errors of one document: ``missed_inner``, gold spans inside another gold span that
+    were not predicted exactly; ``spurious_inner``, wrong predictions inside another prediction;
+    and ``found_inner``, the inner gold spans predicted exactly."""
+    gold_set, predicted_set = set(map(Span._make, gold)), set(map(Span._make, predicted))
+    inner_gold = inner_spans(gold_set)
+    return {"found_inner": sorted(inner_gold & predicted_set), "missed_inner": sorted(inner_gold - predicted_set),
+            "spurious_inner": sorted(inner_spans(predicted_set) - gold_set)}
+
+
+def enclosing(span: Span, spans: Sequence[Span]) -> Span | None:
+    """The smallest of ``spans`` with another extent that contains ``span`` (None if none does)."""
+    outer = [s for s in spans if s.start <= span.start and span.end <= s.end and (s.start, s.end) != (span.start, span.end)]
+    return min(outer, key=lambda s: (s.end - s.start, s), default=None)
 
 
 @dataclass

@@ -6,7 +6,8 @@ run directory: per-type precision / recall / F1 (exact character spans), the gol
 type confusion matrix, each error class with its count and examples, the documents with the
 most errors (gold and predicted entities side by side, highlighted as on the demo page), and,
 for documents cut into several windows, the errors within ``margin`` sub-word tokens of a
-window edge. The command line is ``python -m nerkit.report errors`` (see nerkit/report.py).
+window edge, and, where entities nest, the missed inner entities and the spurious inner
+predictions. The command line is ``python -m nerkit.report errors`` (see nerkit/report.py).
 """
 from __future__ import annotations
 
@@ -26,6 +27,8 @@ from nerkit.error_analysis import (
     classify_errors,
     confusion,
     edge_distance,
+    enclosing,
+    nested_errors,
     type_scores,
     window_edges,
 )
@@ -66,6 +69,7 @@ def analyze(inference: Inference, documents: Sequence[Document], margin: int = 3
     edges_summary = {"margin_tokens": margin, "long_documents": 0, "errors_in_long_documents": 0,
                      "errors_near_edges": 0, "near_edges_by_class": dict.fromkeys(ERROR_CLASSES, 0),
                      "gold_in_long_documents": 0, "gold_near_edges": 0, "examples": []}
+    nesting = {"gold_inner": 0, "found_inner": 0, "predicted_inner": 0, "missed_inner": [], "spurious_inner": []}
     for i, (doc, enc, found) in enumerate(zip(documents, encodings, entities)):
         scores = {Span(e.start, e.end, e.label): e.score for e in found}
         predicted = list(scores)
@@ -74,6 +78,16 @@ def analyze(inference: Inference, documents: Sequence[Document], margin: int = 3
         predicted_all.append(predicted)
         pairs += confusion(correct, errors)
         errors_by_doc.append(errors)
+        nested = nested_errors(doc.spans, predicted)
+        nesting["gold_inner"] += len(nested["found_inner"]) + len(nested["missed_inner"])
+        nesting["found_inner"] += len(nested["found_inner"])
+        nesting["predicted_inner"] += sum(enclosing(p, predicted) is not None for p in predicted)
+        for kind, side, spans in (("missed_inner", "gold", doc.spans), ("spurious_inner", "predicted", predicted)):
+            for span in nested[kind]:
+                outer = enclosing(span, spans)
+                nesting[kind].append({"document": doc.id, "index": i, "gold": None, "predicted": None,
+                                      side: _span_json(doc.text, span, scores.get(span) if side == "predicted" else None),
+                                      "outer": _span_json(doc.text, outer), "context": _context(doc.text, [span, outer])})
         edges = window_edges(enc)
         if edges:
             edges_summary["long_documents"] += 1
@@ -108,6 +122,11 @@ def analyze(inference: Inference, documents: Sequence[Document], margin: int = 3
                       "matrix": [[pairs[g, p] for p in labels] for g in labels]},
         "errors": {kind: {"count": len(items), "examples": items} for kind, items in classes.items()},
         "window_edges": edges_summary,
+        "nesting": {"gold_inner": nesting["gold_inner"], "found_inner": nesting["found_inner"],
+                    "inner_recall": nesting["found_inner"] / nesting["gold_inner"] if nesting["gold_inner"] else None,
+                    "predicted_inner": nesting["predicted_inner"],
+                    **{kind: {"count": len(nesting[kind]), "examples": nesting[kind]}
+                       for kind in ("missed_inner", "spurious_inner")}},
         "worst_documents": [_document_json(documents[i], gold_all[i], predicted_all[i], errors_by_doc[i])
                             for i in worst[:top_documents]],
     }
@@ -269,6 +288,21 @@ def render_html(report: dict, title: str) -> str:
     else:
         text, table = "No document is longer than one window: no window edges to look at.", ""
     parts.append(f'<section id="window-edges"><h2>Near window edges</h2><p>{html.escape(text)}</p>{table}</section>')
+
+    nesting = report["nesting"]
+    if nesting["gold_inner"] or nesting["predicted_inner"]:
+        recall = "-" if nesting["inner_recall"] is None else _pct(nesting["inner_recall"]) + " %"
+        text = (f'{nesting["gold_inner"]} gold entities lie inside another gold entity; {nesting["found_inner"]} of them '
+                f'were predicted exactly (inner recall {recall}). {nesting["predicted_inner"]} predictions lie inside '
+                f'another prediction, {nesting["spurious_inner"]["count"]} of them wrong.')
+        tables = []
+        for kind, title in (("missed_inner", "Missed inner entities"), ("spurious_inner", "Spurious inner predictions")):
+            items = nesting[kind]["examples"]
+            more = f'<p class="hint">{len(items) - HTML_EXAMPLES} more in errors.json.</p>' if len(items) > HTML_EXAMPLES else ""
+            tables.append(f'<h3>{title}: {len(items)}</h3>' + (_examples_table(items[:HTML_EXAMPLES], types) + more
+                                                               if items else '<p class="hint">None.</p>'))
+        parts.append(f'<section id="nesting"><h2>Nested entities</h2><p>{html.escape(text)}</p>'
+                     f'<p class="hint">Context: the inner span with the entity enclosing it.</p>{"".join(tables)}</section>')
 
     docs = []
     for doc in report["worst_documents"]:

@@ -71,6 +71,7 @@ class Inference:
         first = decoder()
         self.entity_types: list[str] = list(first.entity_types)
         self.scheme: str = first.scheme  # the tag scheme predictions are scored in by default
+        self.nested: bool = first.nested  # whether predictions may nest (scored with nesting kept)
 
     def scores(self, *arrays: np.ndarray) -> np.ndarray:
         """Window scores for one padded batch (the server wraps this to stop between batches)."""

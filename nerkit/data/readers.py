@@ -375,6 +375,112 @@ def read_doccano(path: str | Path) -> list[Document]:
     return _span_documents(path, object_spans, "'label' (or 'entities')")
 
 
+def _iter_json_lines(path: str | Path):
+    """Yield (line, object) of a JSON Lines file; blank lines are skipped."""
+    lines = _read_lines(path)
+    if next((line for line in lines if line.strip()), "").lstrip().startswith("["):
+        raise DataError(path, 1, "expected JSON Lines (one object per line), found a JSON array; "
+                                 "write one object per line")
+    for line_no, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line, object_pairs_hook=unique_keys)
+        except json.JSONDecodeError as err:
+            raise DataError(path, line_no, f"invalid JSON: {err.msg} (column {err.colno})") from None
+        except RepeatedKeyError as err:
+            raise DataError(path, line_no, str(err)) from None
+        if not isinstance(obj, dict):
+            raise DataError(path, line_no, f"expected a JSON object, found {type(obj).__name__}")
+        yield line_no, obj
+
+
+def _token_documents(path: str | Path, token_key: str, object_spans) -> list[Document]:
+    """Documents of a JSON Lines file of tokenized sentences: ``obj[token_key]`` is the token list,
+    ``object_spans(line, obj, n_tokens)`` gives its entities as token spans ``(start, end, label)``
+    (end exclusive). The text is the tokens joined by single spaces; ``Document.tokens`` holds
+    their character spans, as ``read_conll`` gives them, so scoring is on the dataset's tokens."""
+    docs: list[Document] = []
+    stats = ReadStats()
+    for line, obj in _iter_json_lines(path):
+        tokens = obj.get(token_key)
+        if not isinstance(tokens, list):
+            raise DataError(path, line, f"expected a list of strings under {token_key!r}, found {tokens!r}")
+        for i, token in enumerate(tokens):
+            if not isinstance(token, str) or token.split() != [token]:
+                raise DataError(path, line, f"token {i} must be a non-empty string without whitespace, found {token!r}")
+        token_spans = object_spans(line, obj, len(tokens))
+        if not tokens:
+            stats.empty_sentences += 1
+            continue
+        starts, pos = [], 0
+        for token in tokens:
+            starts.append(pos)
+            pos += len(token) + 1
+        char_spans = sorted({Span(starts[s], starts[e - 1] + len(tokens[e - 1]), label) for s, e, label in token_spans})
+        docs.append(Document(str(obj.get("id", f"{Path(path).name}:{line}")), " ".join(tokens), char_spans,
+                             tokens=[(s, s + len(t)) for s, t in zip(starts, tokens)]))
+    stats.log(path)
+    return docs
+
+
+def _checked_token_span(path, line, n_tokens: int, start, end, label) -> tuple[int, int, str]:
+    if problem := label_problem(label, "an entity label"):
+        raise DataError(path, line, problem)
+    for name, value in (("start", start), ("end", end)):
+        if not _is_offset(value):
+            raise DataError(path, line, f"span {name} of {label!r} must be an integer token index, got {value!r}")
+    if not 0 <= start < end <= n_tokens:
+        raise DataError(path, line, f"token span [{start}, {end}) of {label!r} is out of range for {n_tokens} tokens")
+    return start, end, label
+
+
+@limitable
+def read_token_spans(path: str | Path) -> list[Document]:
+    """Read tokens with token-index entity spans (JSON Lines), nested entities allowed:
+    ``{"tokens": [...], "entities": [{"start": i, "end": j, "label": type}]}``, ``end``
+    exclusive (tokens[i:j] is the entity), with an optional ``id``."""
+
+    def object_spans(line: int, obj: dict, n_tokens: int) -> list[tuple[int, int, str]]:
+        entities = obj.get("entities")
+        if not isinstance(entities, list):
+            raise DataError(path, line, f"expected a list under 'entities', found {entities!r}")
+        for ent in entities:
+            if not isinstance(ent, dict) or not {"start", "end", "label"} <= ent.keys():
+                raise DataError(path, line, f"an entity needs 'start', 'end' and 'label', got {ent!r}")
+        return [_checked_token_span(path, line, n_tokens, e["start"], e["end"], e["label"]) for e in entities]
+
+    return _token_documents(path, "tokens", object_spans)
+
+
+@limitable
+def read_w2ner(path: str | Path) -> list[Document]:
+    """Read the W2NER format (JSON Lines), nested entities allowed:
+    ``{"sentence": [tokens], "ner": [{"index": [token positions], "type": type}]}``. An
+    entity's positions must be consecutive and increasing: a discontinuous entity cannot be
+    represented as a span and is an error, never silently bridged."""
+
+    def object_spans(line: int, obj: dict, n_tokens: int) -> list[tuple[int, int, str]]:
+        entities = obj.get("ner")
+        if not isinstance(entities, list):
+            raise DataError(path, line, f"expected a list under 'ner', found {entities!r}")
+        spans = []
+        for ent in entities:
+            if not isinstance(ent, dict) or not {"index", "type"} <= ent.keys():
+                raise DataError(path, line, f"an entity needs 'index' and 'type', got {ent!r}")
+            index = ent["index"]
+            if not isinstance(index, list) or not index or not all(_is_offset(i) for i in index):
+                raise DataError(path, line, f"'index' of {ent.get('type')!r} must be a non-empty list of token "
+                                            f"positions, got {index!r}")
+            if index != list(range(index[0], index[0] + len(index))):
+                raise DataError(path, line, f"'index' of {ent['type']!r} is not contiguous: {index} (discontinuous "
+                                            "entities are not supported)")
+            spans.append(_checked_token_span(path, line, n_tokens, index[0], index[-1] + 1, ent["type"]))
+        return spans
+
+    return _token_documents(path, "sentence", object_spans)
+
+
 def _report_missing_entities(path: str | Path, unkeyed: list[tuple[int, list[str]]], docs: list[Document],
                              expected: str, shown: int = 3) -> None:
     """Warn about objects read as entity-free because they have no entity key (a typo, another

@@ -21,6 +21,12 @@ class Span(NamedTuple):
     label: str
 
 
+def inner_spans(spans: Sequence[Span] | set[Span]) -> set[Span]:
+    """The spans lying inside another span of other extent: entities nested in another entity."""
+    extents = {(s.start, s.end) for s in spans}
+    return {a for a in spans if any(s <= a.start and a.end <= e and (s, e) != (a.start, a.end) for s, e in extents)}
+
+
 class TagError(ValueError):
     """A tag that does not belong to the scheme."""
 

@@ -38,6 +38,7 @@ class Decoder(ABC):
     name: ClassVar[str]  # how ``spec`` names it
     merge: ClassVar[str]  # WORD_SCORES or SPANS
     scheme: str = "BIO"  # the tag scheme its spans are scored in by default
+    nested: ClassVar[bool] = False  # whether its spans may nest or overlap
     registry: ClassVar[dict[str, type["Decoder"]]] = {}
 
     def __init_subclass__(cls, **kwargs):
@@ -194,7 +195,7 @@ class SpanDecoder(Decoder):
     """Span scores [types, start word, end word] (GlobalPointer): every span scoring above
     ``threshold`` is an entity (nested and overlapping ones included), scored by its sigmoid."""
 
-    name, merge = "spans", SPANS
+    name, merge, nested = "spans", SPANS, True
 
     def __init__(self, entity_types: Sequence[str], threshold: float = 0.0):
         super().__init__(entity_types)
