@@ -61,7 +61,7 @@ def test_token_input_predicts_exactly_the_spans_evaluation_scores(tiny_bert_dir,
     assert [e.score for ents in evaluated for e in ents] == pytest.approx([e.score for ents in predicted for e in ents], abs=1e-6)
     units = [[(e.token_start, e.token_end, e.label) for e in ents] for ents in predicted]
     metrics = evaluate(predictor, docs)
-    assert metrics == {**score(docs, units, predictor.scheme), "tokens_without_subtokens": 0}
+    assert metrics == {**score(docs, units, predictor.scheme, nested=predictor.nested), "tokens_without_subtokens": 0}
 
 
 def test_token_input_of_empty_documents_and_text_input_have_no_token_indices(tiny_bert_dir):
