@@ -25,8 +25,11 @@ from nerkit.data.schemes import get_scheme
 from nerkit.data.windowing import Window, WindowTable, budget_batches
 
 ONNX_FILE = "model.onnx"
+# precision=int8: the quantized graph nerkit.quantize writes, calibrated at export.
+INT8_FILE = "model.int8.onnx"
+GRAPH_FILES = {"fp32": ONNX_FILE, "int8": INT8_FILE}
 INPUTS = ("input_ids", "attention_mask", "word_index", "word_mask")
-WEIGHTS_HASH, DECODER = "nerkit.weights_sha256", "nerkit.decoder"
+WEIGHTS_HASH, DECODER, QUANTIZATION = "nerkit.weights_sha256", "nerkit.decoder", "nerkit.quantization"
 # The run directory's layout (nerkit.model), spelt out here: importing it would import torch.
 WEIGHTS, CONFIG, LABELS, ENCODER_DIR = "model.safetensors", "config.yaml", "labels.json", "encoder"
 ScoredSpan = tuple[int, int, str, float]  # start word, end word (exclusive), label, score
@@ -71,7 +74,7 @@ class OnnxPredictor:
         self.session, self.entity_types, self.decoder = session, entity_types, decoder
         self.head_name = decoder["head"]
         self.batch_size, self.max_batch_tokens = batch_size, max_batch_tokens
-        self.precision = "fp32"  # the exported graph's
+        self.precision = "fp32"  # the graph's: from_run sets "int8" for a quantized one
         self.pad_id = tokenizer.pad_token_id
         self.text_encoder = TextEncoder(tokenizer, max_length, stride, truncate)
         if decoder["kind"] == "tags":
@@ -81,12 +84,17 @@ class OnnxPredictor:
 
     @classmethod
     def from_run(cls, run_dir: str | Path, onnx_path: str | Path | None = None, batch_size: int = 64,
-                 providers: list[str] | None = None, threads: int | None = None) -> "OnnxPredictor":
-        """``threads``: ONNX Runtime's intra-op threads (default: one per physical core)."""
+                 providers: list[str] | None = None, threads: int | None = None,
+                 precision: str = "fp32") -> "OnnxPredictor":
+        """``threads``: ONNX Runtime's intra-op threads (default: one per physical core).
+        ``precision``: "fp32" runs RUN/model.onnx, "int8" the quantized RUN/model.int8.onnx."""
         run_dir = Path(run_dir)
-        onnx_path = Path(onnx_path or run_dir / ONNX_FILE)
+        if precision not in GRAPH_FILES:
+            raise ValueError(f"precision must be one of {tuple(GRAPH_FILES)} for ONNX graphs, got {precision!r}")
+        onnx_path = Path(onnx_path or run_dir / GRAPH_FILES[precision])
         if not onnx_path.is_file():
-            raise FileNotFoundError(f"{onnx_path} not found; create it with: python -m nerkit.export run_dir={run_dir}")
+            option = " precision=int8" if precision == "int8" else ""
+            raise FileNotFoundError(f"{onnx_path} not found; create it with: python -m nerkit.export run_dir={run_dir}{option}")
         for name in (WEIGHTS, CONFIG, LABELS, ENCODER_DIR):
             if not (run_dir / name).exists():
                 raise FileNotFoundError(f"{run_dir} is not a complete nerkit run directory: {name} is missing")
@@ -106,8 +114,10 @@ class OnnxPredictor:
                              f"trained with {json.loads(trained)}; restore the original labels.json")
         cfg = OmegaConf.load(run_dir / CONFIG)
         tokenizer = PreTrainedTokenizerFast.from_pretrained(str(run_dir / ENCODER_DIR))
-        return cls(session, tokenizer, entity_types, json.loads(meta[DECODER]), cfg.max_length, cfg.stride, batch_size,
-                   cfg.get("truncate", False))
+        predictor = cls(session, tokenizer, entity_types, json.loads(meta[DECODER]), cfg.max_length, cfg.stride,
+                        batch_size, cfg.get("truncate", False))
+        predictor.precision = "int8" if QUANTIZATION in meta else "fp32"
+        return predictor
 
     def predict(self, texts: Sequence[str]) -> list[list[Entity]]:
         if isinstance(texts, str):
