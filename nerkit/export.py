@@ -14,18 +14,19 @@ with transformers' key names, tokenizer files) that ``pipeline("token-classifica
 aggregation_strategy="first")`` loads. Only a softmax head is a token classifier: transformers
 has no CRF or GlobalPointer class (docs/export.md says what works for those).
 
-``python -m nerkit.export run_dir=DIR [format=onnx|hf] [output=...] [opset=18]``
+``python -m nerkit.export run_dir=DIR [format=onnx|hf] [output=...] [opset=18] [precision=fp32|int8] [calibration=FILE]``
 
 The exported graph is fp32 whatever precision the torch predictor runs at (ONNX Runtime's CPU
-provider has no bf16 kernels for most operators); for a smaller, faster CPU graph, quantise it
-with ``onnxruntime.quantization.quantize_dynamic`` (int8 weights; bench/speed.py measures its
-speed and its entity agreement with fp32).
+provider has no bf16 kernels for most operators). ``precision=int8`` writes RUN/model.int8.onnx
+instead (``nerkit.quantize``: int8 linear layers, the layers that would change the entities kept
+fp32, chosen on calibration text at export); ``backend=onnx precision=int8`` predicts with it.
 """
 from __future__ import annotations
 
 import json
 import logging
 import sys
+import tempfile
 import warnings
 from dataclasses import dataclass
 from enum import Enum
@@ -152,19 +153,34 @@ class Format(str, Enum):
     hf = "hf"
 
 
+class GraphPrecision(str, Enum):
+    fp32 = "fp32"
+    int8 = "int8"  # nerkit.quantize: RUN/model.int8.onnx, calibrated here on training text
+
+
 @dataclass
 class ExportConfig:
     run_dir: str = MISSING
     format: Format = Format.onnx
     output: Optional[str] = None  # default: RUN_DIR/model.onnx (onnx), RUN_DIR/hf (hf)
     opset: int = 18  # onnx only
+    precision: GraphPrecision = GraphPrecision.fp32  # onnx only
+    calibration: Optional[str] = None  # int8: a file in the run's training-data format (default: its training data)
 
 
 def main(argv: list[str] | None = None) -> int:
     setup_logging()
     cfg = parse_args(ExportConfig, sys.argv[1:] if argv is None else argv, __doc__)
     if cfg.format is Format.hf:
+        if cfg.precision is not GraphPrecision.fp32:
+            raise SystemExit("precision=int8 applies to format=onnx only")
         print(export_hf(cfg.run_dir, cfg.output))
+    elif cfg.precision is GraphPrecision.int8:
+        from nerkit.quantize import export_int8  # lazy: ONNX Runtime's quantization tools load slowly
+
+        with tempfile.TemporaryDirectory() as tmp:
+            print(export_int8(cfg.run_dir, export_onnx(cfg.run_dir, Path(tmp) / ONNX_FILE, cfg.opset), cfg.output,
+                              cfg.calibration))
     else:
         print(export_onnx(cfg.run_dir, cfg.output, cfg.opset))
     return 0

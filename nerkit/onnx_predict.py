@@ -23,8 +23,11 @@ from nerkit.data.words import DEFAULT_WORDS, words_of
 from nerkit.runs import CONFIG, ENCODER_DIR, LABELS, WEIGHTS, read_run
 
 ONNX_FILE = "model.onnx"
+# precision=int8: the quantized graph nerkit.quantize writes, calibrated at export.
+INT8_FILE = "model.int8.onnx"
+GRAPH_FILES = {"fp32": ONNX_FILE, "int8": INT8_FILE}
 INPUTS = ("input_ids", "attention_mask", "word_index", "word_mask")
-WEIGHTS_HASH, DECODER, HEAD = "nerkit.weights_sha256", "nerkit.decoder", "nerkit.head"
+WEIGHTS_HASH, DECODER, HEAD, QUANTIZATION = "nerkit.weights_sha256", "nerkit.decoder", "nerkit.head", "nerkit.quantization"
 
 
 def weights_hash(run_dir: str | Path) -> str:
@@ -45,7 +48,7 @@ class OnnxPredictor(Inference):
                  head_name: str, max_length: int = 128, stride: int = 32, batch_size: int = 64, truncate: bool = False,
                  max_batch_tokens: int = 2048, words: str = DEFAULT_WORDS):
         self.session, self.head_name = session, head_name
-        self.precision = "fp32"  # the exported graph's
+        self.precision = "fp32"  # the graph's: from_run sets "int8" for a quantized one
         super().__init__(TextEncoder(tokenizer, max_length, stride, truncate, words), self._run_session, lambda: decoder,
                          batch_size, max_batch_tokens)
 
@@ -54,12 +57,17 @@ class OnnxPredictor(Inference):
 
     @classmethod
     def from_run(cls, run_dir: str | Path, onnx_path: str | Path | None = None, batch_size: int = 64,
-                 providers: list[str] | None = None, threads: int | None = None) -> "OnnxPredictor":
-        """``threads``: ONNX Runtime's intra-op threads (default: one per physical core)."""
+                 providers: list[str] | None = None, threads: int | None = None,
+                 precision: str = "fp32") -> "OnnxPredictor":
+        """``threads``: ONNX Runtime's intra-op threads (default: one per physical core).
+        ``precision``: "fp32" runs RUN/model.onnx, "int8" the quantized RUN/model.int8.onnx."""
         run_dir = Path(run_dir)
-        onnx_path = Path(onnx_path or run_dir / ONNX_FILE)
+        if precision not in GRAPH_FILES:
+            raise ValueError(f"precision must be one of {tuple(GRAPH_FILES)} for ONNX graphs, got {precision!r}")
+        onnx_path = Path(onnx_path or run_dir / GRAPH_FILES[precision])
         if not onnx_path.is_file():
-            raise FileNotFoundError(f"{onnx_path} not found; create it with: python -m nerkit.export run_dir={run_dir}")
+            option = " precision=int8" if precision == "int8" else ""
+            raise FileNotFoundError(f"{onnx_path} not found; create it with: python -m nerkit.export run_dir={run_dir}{option}")
         # The same checks as the torch predictor's (nerkit.runs, which imports no torch).
         cfg, entity_types = read_run(run_dir, "entity_types")
         options = onnxruntime.SessionOptions()
@@ -78,5 +86,7 @@ class OnnxPredictor(Inference):
             raise ValueError(f"{onnx_path} decodes entity types {decoder.entity_types}, but {run_dir / LABELS} lists "
                              f"{entity_types}; export it again")
         tokenizer = PreTrainedTokenizerFast.from_pretrained(str(run_dir / ENCODER_DIR))
-        return cls(session, tokenizer, decoder, head_name, cfg.max_length, cfg.stride, batch_size, cfg.get("truncate", False),
-                   words=words_of(cfg, str(run_dir / CONFIG)))
+        predictor = cls(session, tokenizer, decoder, head_name, cfg.max_length, cfg.stride, batch_size,
+                        cfg.get("truncate", False), words=words_of(cfg, str(run_dir / CONFIG)))
+        predictor.precision = "int8" if QUANTIZATION in meta else "fp32"
+        return predictor

@@ -20,12 +20,13 @@ The input and output paths are checked before the model is loaded. Nothing in th
 directory runs as code; ``trust_remote_code=true`` lets its encoder run its own Python files
 (from ``encoder/``), for a run directory you trust.
 
-Options: format=auto|text|jsonl backend=torch|onnx device=cpu|cuda precision=auto|fp32|bf16|fp16
+Options: format=auto|text|jsonl backend=torch|onnx device=cpu|cuda precision=auto|fp32|bf16|fp16|int8
 compile=false batch_size=64 threads=N chunk_docs=1000 chunk_chars=1000000 progress=true trust_remote_code=false
 
 ``precision`` (torch backend): ``auto`` runs the model in bf16 (bf16 encoder weights, autocast)
 where the hardware has bf16 units (CPUs with AVX-512 BF16 or AMX, recent GPUs), else fp32;
-``fp16`` needs a GPU. The ONNX backend always runs the exported fp32 graph. ``compile=true``
+``fp16`` needs a GPU. The ONNX backend runs the exported fp32 graph, or with ``precision=int8``
+the int8 graph written by ``python -m nerkit.export run_dir=RUN precision=int8``. ``compile=true``
 (torch backend) compiles the encoder with ``torch.compile`` at load: tens of seconds once,
 worth it for large inputs and servers (bench/README.md has the figures).
 """

@@ -1,0 +1,142 @@
+"""int8 prediction against fp32: entity agreement, test F1 and speed, at 1 thread.
+
+Systems, all on the same CoNLL-2003 test sentences as raw text:
+* nerkit fp32 / bf16: the torch Predictor (bf16: bf16 encoder weights, autocast);
+* onnx fp32: RUN/model.onnx;
+* onnx int8 dynamic (plain): ``quantize_dynamic`` with its defaults, as bench/speed.py measured it;
+* onnx int8 nerkit: ``nerkit.quantize.export_int8`` (``precision=int8`` at export: fused graph,
+  SmoothQuant, per-channel int8, the layers with the largest int8 error kept fp32), calibrated on
+  ``--calibration-windows`` windows of CoNLL-2003 training text the model was not trained on.
+
+Agreement: entities (start, end, label) shared with nerkit fp32 over their union. Speed: real
+text tokens per second (sub-word tokens of the texts, no [CLS]/[SEP], no padding), every system
+once untimed, then ``--rounds`` interleaved rounds (the order rotates each round): the machine is
+shared, so the per-round ratios matter more than the absolute figures.
+
+``python -m bench.int8 --run-dir bench/runs/int8_e1``
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import onnx
+import torch
+from onnxruntime.quantization import QuantType, quantize_dynamic
+
+from bench.common import CONLL, machine_info, markdown_table, save_results
+from bench.speed import NerkitSystem, agreement, f1_against_gold
+from bench.stamp import stamp
+from nerkit.data.readers import read_conll
+from nerkit.export import export_onnx
+from nerkit.onnx_predict import QUANTIZATION, WEIGHTS_HASH, OnnxPredictor
+from nerkit.predict import Predictor
+from nerkit.quantize import export_int8
+
+log = logging.getLogger("bench.int8")
+GOALS = {"entity_agreement": 0.99, "f1_within_points": 0.3, "speedup_over_bf16": 1.5}
+
+
+def plain_dynamic(fp32_path: Path, output: Path) -> Path:
+    quantize_dynamic(str(fp32_path), str(output), weight_type=QuantType.QInt8)
+    graph = onnx.load(str(output))
+    meta = {p.key: p.value for p in onnx.load(str(fp32_path), load_external_data=False).metadata_props}
+    onnx.helper.set_model_props(graph, meta)
+    onnx.save(graph, str(output))
+    return output
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run-dir", type=Path, default=Path("bench/runs/int8_e1"))
+    parser.add_argument("--texts", type=int, default=1000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--calibration-windows", type=int, default=300)
+    parser.add_argument("--calibration-skip", type=int, default=5000, help="training sentences skipped before calibrating")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    torch.set_num_threads(1)
+    machine, started = machine_info(), stamp()
+
+    docs = read_conll(CONLL / "test.txt")[: args.texts]
+    texts = [d.text for d in docs]
+    workdir = Path(tempfile.mkdtemp(prefix="nerkit-bench-int8-"))
+    fp32_path = export_onnx(args.run_dir, workdir / "model.onnx")
+    calibration = workdir / "calibration.txt"  # training sentences the model did not see (it saw the first 3000)
+    lines = (CONLL / "train.txt").read_text(encoding="utf-8").split("\n\n")
+    calibration.write_text("\n\n".join(lines[args.calibration_skip:args.calibration_skip + 2 * args.calibration_windows]) + "\n",
+                           encoding="utf-8")
+    t0 = time.perf_counter()
+    int8_path = export_int8(args.run_dir, fp32_path, workdir / "model.int8.onnx", calibration,
+                            windows=args.calibration_windows)
+    export_seconds = time.perf_counter() - t0
+    quantization = json.loads({p.key: p.value for p in onnx.load(str(int8_path), load_external_data=False)
+                               .metadata_props}[QUANTIZATION])
+    dynamic_path = plain_dynamic(fp32_path, workdir / "model.dynamic.onnx")
+    assert {p.key for p in onnx.load(str(dynamic_path), load_external_data=False).metadata_props} >= {WEIGHTS_HASH}
+
+    systems = {
+        "nerkit fp32": NerkitSystem(Predictor.from_run(args.run_dir, "cpu", precision="fp32")),
+        "nerkit bf16": NerkitSystem(Predictor.from_run(args.run_dir, "cpu", precision="bf16")),
+        "onnx fp32": NerkitSystem(OnnxPredictor.from_run(args.run_dir, fp32_path, threads=1)),
+        "onnx int8 dynamic (plain)": NerkitSystem(OnnxPredictor.from_run(args.run_dir, dynamic_path, threads=1)),
+        "onnx int8 nerkit": NerkitSystem(OnnxPredictor.from_run(args.run_dir, int8_path, threads=1)),
+    }
+    text_encoder = systems["nerkit fp32"].predictor.text_encoder
+    real_tokens = sum(len(enc.token_ids) for enc in text_encoder.encode(texts))  # no special tokens
+    outputs = {name: system(texts) for name, system in systems.items()}  # untimed: caches, and the entities
+    names, rounds = list(systems), []
+    for r in range(args.rounds):
+        seconds = {}
+        for name in names[r % len(names):] + names[: r % len(names)]:
+            t0 = time.perf_counter()
+            systems[name](texts)
+            seconds[name] = time.perf_counter() - t0
+        rounds.append({"seconds": seconds, "tokens_per_s": {n: real_tokens / s for n, s in seconds.items()},
+                       "speedup_over_bf16": {n: seconds["nerkit bf16"] / s for n, s in seconds.items()}})
+        log.info("round %d: %s", r, rounds[-1]["tokens_per_s"])
+
+    f1 = {name: f1_against_gold(docs, out) for name, out in outputs.items()}
+    summary = {name: {
+        "tokens_per_s": statistics.median(r["tokens_per_s"][name] for r in rounds),
+        "tokens_per_s_worst": min(r["tokens_per_s"][name] for r in rounds),
+        "speedup_over_bf16": statistics.median(r["speedup_over_bf16"][name] for r in rounds),
+        "speedup_over_bf16_worst": min(r["speedup_over_bf16"][name] for r in rounds),
+        "entity_agreement_with_fp32": agreement(outputs[name], outputs["nerkit fp32"]),
+        "f1": f1[name], "f1_difference_points": 100 * (f1[name] - f1["nerkit fp32"]),
+        "entities": sum(map(len, outputs[name])),
+    } for name in names}
+    results = {"stamp": started, "machine": machine, "run_dir": str(args.run_dir), "texts": len(texts), "real_tokens": real_tokens,
+               "threads": 1, "rounds": rounds, "systems": summary, "goals": GOALS, "quantization": quantization,
+               "export_int8_seconds": export_seconds, "load_average_end": list(os.getloadavg())}
+    rows = [[name, s["tokens_per_s"], s["tokens_per_s_worst"],
+             f"{s['speedup_over_bf16']:.2f}x (worst {s['speedup_over_bf16_worst']:.2f}x)",
+             s["entity_agreement_with_fp32"], s["f1"], f"{s['f1_difference_points']:+.2f}"] for name, s in summary.items()]
+    ours = summary["onnx int8 nerkit"]
+    table = "\n\n".join([
+        f"int8 vs fp32 on {len(texts)} CoNLL-2003 test sentences ({real_tokens} real text tokens, no special tokens), "
+        f"1 thread, {args.rounds} interleaved rounds (order rotated) on a shared machine (load average "
+        f"{machine['load_average'][0]:.1f} at start): timings are noisy, compare within a round; commit "
+        f"{machine['commit']}{' (dirty)' if machine['dirty'] else ''}, {machine['date']}, weights {args.run_dir}",
+        markdown_table(["system", "real tokens/s (median)", "worst round", "speed vs nerkit bf16 (median, worst)",
+                        "entity agreement with nerkit fp32", "test F1", "F1 vs fp32 (points)"], rows),
+        f"onnx int8 nerkit: {quantization['method']} int8, SmoothQuant alpha {quantization['alpha']}, kept fp32: "
+        f"{', '.join(quantization['kept_fp32'])}; calibrated on {quantization['calibration_windows']} training windows "
+        f"(entity-word agreement there {quantization['calibration_entity_word_agreement']:.4f}, target "
+        f"{quantization['target']}); export took {export_seconds:.0f} s.",
+        f"Goals: entity agreement >= {GOALS['entity_agreement']} (got {ours['entity_agreement_with_fp32']:.4f}), "
+        f"F1 within {GOALS['f1_within_points']} points (got {ours['f1_difference_points']:+.2f}), >= "
+        f"{GOALS['speedup_over_bf16']}x nerkit bf16 (got {ours['speedup_over_bf16']:.2f}x median, "
+        f"{ours['speedup_over_bf16_worst']:.2f}x worst).",
+    ])
+    save_results("int8", results, table)
+
+
+if __name__ == "__main__":
+    main()

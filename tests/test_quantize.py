@@ -1,0 +1,83 @@
+"""precision=int8: the quantized ONNX graph, calibrated at export, predicts the fp32 model's
+entities, and is refused once the run's weights change."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from safetensors.numpy import load_file, save_file
+from safetensors import safe_open
+
+from nerkit.cli import load_predictor
+from nerkit.export import main as export_main
+from nerkit.onnx_predict import OnnxPredictor
+from nerkit.predict import Predictor
+from nerkit.train import train
+from tests.helpers import TOY_SENTENCES, make_cfg, write_conll
+
+TEXTS = [
+    "John Smith lives in Berlin .",
+    "Maria works for Siemens in Paris",
+    "Siemens hired John Smith yesterday",
+    "Paris and Berlin are cities",
+    " ".join(["Maria works for Siemens in Paris and John Smith lives in Berlin ."] * 30),  # several windows
+]
+AGREEMENT = 0.99  # the goal stated for int8: entities shared with fp32 over their union
+
+
+def entity_sets(predictions) -> list[set]:
+    return [{(e.start, e.end, e.label) for e in doc} for doc in predictions]
+
+
+@pytest.fixture(scope="module")
+def int8_run(tiny_bert_dir, tmp_path_factory) -> Path:
+    """A tiny BERT trained to fit the toy data, exported with precision=int8 (calibrated on its training data)."""
+    tmp = tmp_path_factory.mktemp("int8")
+    data = write_conll(tmp / "toy.conll", TOY_SENTENCES)
+    cfg = make_cfg([f"encoder.pretrained={tiny_bert_dir}", "trainer.epochs=15", "trainer.lr=3e-3", "head.lr=3e-3",
+                    "trainer.batch_size=2", "report_errors=false", "max_length=16", "stride=4",
+                    f"data.train.path={data}", f"data.dev.path={data}"])
+    assert train(cfg, tmp / "run") == 1.0  # it fits the toy data: its predictions mean something
+    assert export_main([f"run_dir={tmp / 'run'}", "precision=int8"]) == 0
+    return tmp / "run"
+
+
+def test_int8_graph_predicts_the_fp32_entities(int8_run):
+    graph = onnx.load(str(int8_run / "model.int8.onnx"))
+    ops = {node.op_type for node in graph.graph.node}
+    assert "MatMulInteger" in ops or "DynamicQuantizeMatMul" in ops, f"no int8 matrix product in the graph: {sorted(ops)}"
+    assert not (int8_run / "model.onnx").exists()  # the fp32 graph it came from was temporary
+
+    fp32 = entity_sets(Predictor.from_run(int8_run, "cpu", batch_size=2, precision="fp32").predict(TEXTS))
+    predictor = OnnxPredictor.from_run(int8_run, batch_size=2, precision="int8")
+    assert predictor.precision == "int8"
+    int8 = entity_sets(predictor.predict(TEXTS))
+    union = sum(len(a | b) for a, b in zip(fp32, int8))
+    assert sum(map(len, fp32)) >= 10, "the fp32 model predicts too few entities for the comparison to mean anything"
+    assert sum(len(a & b) for a, b in zip(fp32, int8)) / union >= AGREEMENT
+
+
+def test_int8_graph_is_refused_when_the_weights_change(int8_run, tmp_path):
+    run = shutil.copytree(int8_run, tmp_path / "run")
+    weights = run / "model.safetensors"
+    with safe_open(weights, "numpy") as f:
+        metadata = f.metadata()
+    tensors = load_file(weights)
+    name = next(iter(tensors))
+    tensors[name] = tensors[name] + np.float32(1e-3)
+    save_file(tensors, weights, metadata=metadata)
+    with pytest.raises(ValueError, match="was not exported from the weights"):
+        OnnxPredictor.from_run(run, precision="int8")
+
+
+def test_cli_int8_choice(int8_run, tmp_path):
+    assert load_predictor(int8_run, backend="onnx", precision="int8").precision == "int8"
+    with pytest.raises(ValueError, match="backend=onnx"):
+        load_predictor(int8_run, backend="torch", precision="int8")
+    bare = shutil.copytree(int8_run, tmp_path / "bare")
+    (bare / "model.int8.onnx").unlink()
+    with pytest.raises(FileNotFoundError, match="precision=int8"):
+        OnnxPredictor.from_run(bare, precision="int8")
