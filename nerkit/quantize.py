@@ -40,6 +40,7 @@ from nerkit.data import readers
 from nerkit.data.windowing import WindowTable, budget_batches
 from nerkit.data.encoding import TextEncoder
 from nerkit.data.words import words_of
+from nerkit.heads.decoding import WORD_SCORES, decoder_from_spec
 from nerkit.inference import Inference
 from nerkit.model import NerModel, torch_scores
 from nerkit.onnx_predict import DECODER, INPUTS, INT8_FILE, QUANTIZATION, WEIGHTS_HASH
@@ -251,7 +252,7 @@ def export_int8(run_dir: str | Path, fp32_graph: str | Path, output: str | Path 
     meta = {p.key: p.value for p in onnx.load(str(fp32_graph), load_external_data=False).metadata_props}
     if WEIGHTS_HASH not in meta or DECODER not in meta:
         raise ValueError(f"{fp32_graph} is not a nerkit graph (no weights hash or decoding data)")
-    if json.loads(meta[DECODER])["kind"] != "tags":
+    if decoder_from_spec(json.loads(meta[DECODER])).merge != WORD_SCORES:  # agreement is measured on tags
         raise ValueError(f"{run_dir}: precision=int8 supports token heads (softmax, CRF), not {type(model.head).__name__}")
     batches = calibration_batches(model, calibration_texts(cfg, calibration), windows, cfg.max_length, cfg.stride,
                                   words_of(cfg))
