@@ -132,10 +132,12 @@ def limits(args: argparse.Namespace) -> list[str]:
     return out
 
 
-def baseline_row(args: argparse.Namespace, train_docs: list[Document], dev: list[Document], test: list[Document]) -> dict:
-    """HF AutoModelForTokenClassification + Trainer, first-sub-token labels, best dev epoch."""
+def baseline_row(args: argparse.Namespace, train_docs: list[Document], dev: list[Document], test: list[Document],
+                 scheme_name: str = "BIO") -> tuple[dict, list[list[tuple[int, int, str]]]]:
+    """HF AutoModelForTokenClassification + Trainer, first-sub-token labels, best dev epoch;
+    returns the row and its test predictions (token spans per document)."""
     tokenizer = AutoTokenizer.from_pretrained(embedded_model_path())
-    scheme = get_scheme("BIO")
+    scheme = get_scheme(scheme_name)
     types = sorted({s.label for d in train_docs for s in d.spans})
     labels = scheme.tags(types)
     label_ids = {tag: i for i, tag in enumerate(labels)}
@@ -175,7 +177,7 @@ def baseline_row(args: argparse.Namespace, train_docs: list[Document], dev: list
 
     def compute_metrics(prediction) -> dict:
         spans, _ = token_spans(prediction.predictions, dev, dev_owners)
-        return {"f1": score(dev, spans, "BIO")["f1"]}
+        return {"f1": score(dev, spans, scheme_name)["f1"]}
 
     out = Path(tempfile.mkdtemp(prefix="nerkit-hf-baseline-"))
     model = AutoModelForTokenClassification.from_pretrained(
@@ -196,13 +198,14 @@ def baseline_row(args: argparse.Namespace, train_docs: list[Document], dev: list
     test_set, test_owners = encode(test, 512)
     trainer.compute_metrics = None  # it scores the dev set; the test predictions are scored below
     spans, missing = token_spans(trainer.predict(test_set).predictions, test, test_owners)
-    metrics = score(test, spans, "BIO")
+    metrics = score(test, spans, scheme_name)
     dev_history = [h["eval_f1"] for h in trainer.state.log_history if "eval_f1" in h]
     shutil.rmtree(out)  # the Trainer's epoch checkpoints
     return {"system": "HF AutoModelForTokenClassification + Trainer", "head": "softmax (linear)",
             "dev_f1": max(dev_history), "test_f1": metrics["f1"], "test_ci95": metrics["ci95"],
             "test_precision": metrics["precision"], "test_recall": metrics["recall"], "train_s": round(train_s),
-            "scored_units": metrics["scored_units"], "dev_history": dev_history, "tokens_without_prediction": missing}
+            "scored_units": metrics["scored_units"], "dev_history": dev_history,
+            "tokens_without_prediction": missing}, spans
 
 
 def load_previous(path: Path) -> list[dict]:
@@ -310,7 +313,7 @@ def main() -> None:
     for name in rows:
         log.info("row %s", name)
         started = time.perf_counter()
-        row = baseline_row(args, train_docs, dev, test) if name == "baseline" else nerkit_row(name, args)
+        row = baseline_row(args, train_docs, dev, test)[0] if name == "baseline" else nerkit_row(name, args)
         row["key"] = name
         row["wall_s"] = round(time.perf_counter() - started)
         results["rows"].append(row)
