@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib
 import json
 import logging
 import math
@@ -38,7 +39,10 @@ import numpy as np
 import torch
 from scipy import stats as scipy_stats
 
+from omegaconf import DictConfig
+
 from bench.common import RESULTS, RUNS, compose_cfg, machine_info, markdown_table
+from bench.conll2003_full import baseline_row
 from nerkit.data.batching import remove_overlaps
 from nerkit.data.encoding import AlignmentStats, word_to_char_span
 from nerkit.data.readers import Document
@@ -181,21 +185,33 @@ def common_overrides(data: str, seed: int) -> list[str]:
             "report_errors=false"]
 
 
-def run_row(data: str, row: str, seed: int, limit: int | None = None) -> dict:
-    """Train and score one (dataset, row, seed); returns the row file's content. ``limit``: the
-    first N sentences of every split, for a smoke test only."""
-    stamp = machine_info()  # at the start, after the thread count is set: what this run ran on
-    label, overrides = ROWS[row]
-    cfg = compose_cfg([*overrides, *common_overrides(data, seed)])
+def row_config(data: str, row: str, seed: int, limit: int | None = None) -> tuple[DictConfig, list[str]]:
+    """The row's training config and the smoke-test limits in it (``limit``: the first N
+    sentences of every split; never for reported numbers)."""
+    cfg = compose_cfg([*ROWS[row][1], *common_overrides(data, seed)])
     limits = [f"+data.{split}.limit={limit}" for split in ("train", "dev", "test") if cfg.data.get(split)] if limit else []
-    cfg = compose_cfg([*overrides, *common_overrides(data, seed), *limits])
+    return compose_cfg([*ROWS[row][1], *common_overrides(data, seed), *limits]), limits
+
+
+def load_code(cfg: DictConfig) -> None:
+    """Import every class the config names now, so that the code a process runs is the code of
+    its start stamp (hydra would import them at first use, after later edits)."""
+    for node in (cfg.encoder, cfg.head, cfg.task, *(cfg.data[s] for s in ("train", "dev", "test") if cfg.data.get(s))):
+        importlib.import_module(node._target_.rsplit(".", 1)[0])
+
+
+def run_row(data: str, row: str, seed: int, stamp: dict, limit: int | None = None) -> dict:
+    """Train and score one (dataset, row, seed); returns the row file's content. ``stamp``: the
+    process's, taken when it started and loaded its code."""
+    label, overrides = ROWS[row]
+    cfg, limits = row_config(data, row, seed, limit)
+    stamp = stamp | {"row_started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+                     "row_load_average": list(os.getloadavg())}
     splits = read_splits(cfg)
     split = "test" if "test" in splits else "dev"
     documents = splits[split]
     started = time.perf_counter()
     if row == BASELINE:
-        from bench.conll2003_full import baseline_row  # transformers' Trainer: only this row needs it
-
         hf_args = argparse.Namespace(batch_size=cfg.trainer.batch_size, lr=cfg.trainer.lr, epochs=cfg.trainer.epochs,
                                      seed=seed, max_length=cfg.max_length, precision=cfg.trainer.precision)
         scheme = cfg.data[split].get("scheme", "BIO")
@@ -350,6 +366,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     os.environ["OMP_NUM_THREADS"] = str(args.threads)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    for row in rows:
+        load_code(row_config(args.data, row, seeds[0])[0])
+    stamp = machine_info()  # the code is loaded and the threads set: this is what every row runs on
     for seed in seeds:
         for row in rows:
             path = row_path(args.rows_dir, args.data, row, seed)
@@ -357,7 +376,7 @@ def main() -> None:
                 log.info("%s: done or being run by another process; skipped", path)
                 continue
             log.info("row %s seed %d on %s", row, seed, args.data)
-            result = run_row(args.data, row, seed, args.limit)
+            result = run_row(args.data, row, seed, stamp, args.limit)
             path.parent.mkdir(parents=True, exist_ok=True)
             write_text_atomically(path, json.dumps(result))  # a row file exists only once its row is complete
             path.with_suffix(".claimed").unlink()
