@@ -25,8 +25,7 @@ import torch
 from omegaconf import open_dict
 
 import nerkit.train
-from bench.common import CONLL, RUNS, compose_cfg, machine_info, markdown_table, save_results
-from nerkit.data.batching import BATCH_ORDERS
+from bench.common import CONLL, RUNS, batch_tokens, compose_cfg, machine_info, markdown_table, save_results
 from nerkit.data.encoding import AlignmentStats, char_to_unit_spans, word_to_char_span
 from nerkit.data.readers import Document, read_conll
 from nerkit.evaluation import score
@@ -48,12 +47,6 @@ def words_file(sentences: int) -> Path:
             for d in read_conll(CONLL / "train.txt", limit=sentences)]
     path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
     return path
-
-
-def padding_fraction(lengths, batches) -> float:
-    real = sum(lengths[i] for b in batches for i in b)
-    padded = sum(len(b) * max(lengths[i] for i in b) for b in batches)
-    return 1 - real / padded
 
 
 def score_on_tokens(predictor: Predictor, test: list[Document], units: str) -> dict:
@@ -97,27 +90,15 @@ def main() -> None:
             with open_dict(cfg):
                 cfg.data.train = {"_target_": "nerkit.data.readers.read_json_spans",
                                   "path": str(words_file(args.train_sentences))}
-        seen: list[float] = []
-
-        original = BATCH_ORDERS[order]
-
-        def batcher(lengths, batch_size, seed):
-            out = original(lengths, batch_size, seed)
-            seen.append(padding_fraction(lengths, out))  # what the engine's batches pad
-            return out
-
-        BATCH_ORDERS[order] = batcher
+        padding = [1 - real / padded for real, padded in batch_tokens(cfg)]  # what the engine's batches pad, per epoch
         out = RUNS / f"units_batching_{units}_{batches}"
         started = time.perf_counter()
-        try:
-            nerkit.train.train(cfg, out)
-        finally:
-            BATCH_ORDERS[order] = original
+        nerkit.train.train(cfg, out)
         train_s = time.perf_counter() - started
         metrics = score_on_tokens(Predictor.from_run(out, "cpu", precision="fp32"), test, units)  # as trained
         results["arms"].append({"units": units, "batches": batches, "test_f1": metrics["f1"], "test_ci95": metrics["ci95"],
                                 "test_precision": metrics["precision"], "test_recall": metrics["recall"],
-                                "padding_fraction": float(np.mean(seen)), "train_s": round(train_s),
+                                "padding_fraction": float(np.mean(padding)), "train_s": round(train_s),
                                 "predicted_entities_widened_to_tokens": metrics["predicted_entities_widened_to_tokens"]})
         rows = [[a["units"], a["batches"], f"{100 * a['test_f1']:.2f}",
                  f"{100 * a['test_ci95'][0]:.2f}-{100 * a['test_ci95'][1]:.2f}", f"{a['padding_fraction']:.1%}",
