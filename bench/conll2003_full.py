@@ -282,9 +282,9 @@ def main() -> None:
     rows = args.rows.split(",")
     if unknown := set(rows) - set(ROWS) - set(VARIANTS):
         parser.error(f"unknown rows {sorted(unknown)}; choose from {ROWS + list(VARIANTS)}")
-    stamp = machine_info()  # taken once, now: every row of this run carries it
     torch.set_num_threads(args.threads)
     os.environ["OMP_NUM_THREADS"] = str(args.threads)
+    stamp = machine_info()  # taken once, now (threads set): every row of this run carries it
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 
     train_docs = read_conll(CONLL / "train.txt", limit=args.train_sentences)

@@ -491,21 +491,21 @@ def main() -> None:
     # Results are written after each part, so that a part cut short leaves the others.
     if "predict" not in args.skip:
         results["predict"] = {**bench_predict(model, args.run_dir, docs, args), "machine": results["machine"]}
-        save_results(name, results, tables(results))
+        save_results(name, results, table(results))
     if "agreement" not in args.skip:
         results["agreement"] = {**bench_agreement(args.run_dir, args), "machine": results["machine"]}
-        save_results(name, results, tables(results))
+        save_results(name, results, table(results))
     if "long" not in args.skip:
         results["long"] = {**bench_long(model, args.run_dir, args), "machine": results["machine"]}
-        save_results(name, results, tables(results))
+        save_results(name, results, table(results))
     if "train" not in args.skip:
         results["train"] = {**bench_train(args), "machine": results["machine"]}
-        save_results(name, results, tables(results))
+        save_results(name, results, table(results))
     results["machine"]["load_average_end"] = list(os.getloadavg())
-    save_results(name, results, tables(results))
+    save_results(name, results, table(results))
 
 
-def tables(results: dict) -> str:
+def table(results: dict) -> str:
     m = results["machine"]
     out = [f"Machine: {results['settings'].get('device', 'cpu')}, {m['torch_threads']} torch threads, load average {m['load_average'][0]:.1f} at start"
            + (f", {m['load_average_end'][0]:.1f} at end" if "load_average_end" in m else "")

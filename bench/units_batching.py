@@ -61,6 +61,18 @@ def score_on_tokens(predictor: Predictor, test: list[Document], units: str) -> d
     return score(test, predicted, "BIO") | {"predicted_entities_widened_to_tokens": stats.widened}
 
 
+def table(results: dict) -> str:
+    """The Markdown of bench/results/units_batching.json."""
+    s = results["settings"]
+    rows = [[a["units"], a["batches"], f"{100 * a['test_f1']:.2f}",
+             f"{100 * a['test_ci95'][0]:.2f}-{100 * a['test_ci95'][1]:.2f}", f"{a['padding_fraction']:.1%}",
+             a["predicted_entities_widened_to_tokens"], a["train_s"]] for a in results["arms"]]
+    tokens = f"{results['scored_units']} tokens, " if "scored_units" in results else ""
+    return (f"CoNLL-2003 test ({tokens}seqeval strict IOB2 on dataset tokens); MiniLM + softmax, "
+            f"first {s['train_sentences']} train sentences, {s['epochs']} epochs, lr {s['lr']}, seed {s['seed']}\n\n"
+            + markdown_table(["units", "batches", "test F1", "CI95", "padding", "widened predictions", "train s"], rows))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--train-sentences", type=int, default=2000)
@@ -72,9 +84,9 @@ def main() -> None:
     parser.add_argument("--name", default="units_batching", help="results file: bench/results/<name>.json")
     parser.add_argument("--arms", default="tokens/grouped,words/grouped,tokens/random,words/random")
     args = parser.parse_args()
-    stamp = machine_info()
     torch.set_num_threads(args.threads)
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
+    stamp = machine_info()  # after the thread count is set: the threads this run uses
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("nerkit").setLevel(logging.WARNING)
     test = read_conll(CONLL / "test.txt", limit=args.test_sentences)
@@ -100,13 +112,8 @@ def main() -> None:
                                 "test_precision": metrics["precision"], "test_recall": metrics["recall"],
                                 "padding_fraction": float(np.mean(padding)), "train_s": round(train_s),
                                 "predicted_entities_widened_to_tokens": metrics["predicted_entities_widened_to_tokens"]})
-        rows = [[a["units"], a["batches"], f"{100 * a['test_f1']:.2f}",
-                 f"{100 * a['test_ci95'][0]:.2f}-{100 * a['test_ci95'][1]:.2f}", f"{a['padding_fraction']:.1%}",
-                 a["predicted_entities_widened_to_tokens"], a["train_s"]] for a in results["arms"]]
-        table = (f"CoNLL-2003 test ({metrics['scored_units']} tokens, seqeval strict IOB2 on dataset tokens); MiniLM + softmax, "
-                 f"first {args.train_sentences} train sentences, {args.epochs} epochs, lr {args.lr}, seed {args.seed}\n\n"
-                 + markdown_table(["units", "batches", "test F1", "CI95", "padding", "widened predictions", "train s"], rows))
-        save_results(args.name, results, table)
+        results["scored_units"] = metrics["scored_units"]
+        save_results(args.name, results, table(results))
 
 
 if __name__ == "__main__":
