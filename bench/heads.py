@@ -278,7 +278,7 @@ def merge(rows_dir: Path, expected_seeds: Sequence[int]) -> dict:
     datasets = {}
     for data, rows in load_rows(rows_dir).items():
         summary = {}
-        for row, by_seed in rows.items():
+        for row, by_seed in sorted(rows.items(), key=lambda item: list(ROWS).index(item[0])):
             f1s = [by_seed[s]["f1"] for s in sorted(by_seed)]
             summary[row] = {"label": ROWS[row][0], "f1_by_seed": {s: by_seed[s]["f1"] for s in sorted(by_seed)},
                             "mean": statistics.mean(f1s), "std": statistics.stdev(f1s) if len(f1s) > 1 else None,
