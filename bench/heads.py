@@ -200,11 +200,10 @@ def load_code(cfg: DictConfig) -> None:
         importlib.import_module(node._target_.rsplit(".", 1)[0])
 
 
-def run_row(data: str, row: str, seed: int, stamp: dict, limit: int | None = None) -> dict:
-    """Train and score one (dataset, row, seed); returns the row file's content. ``stamp``: the
-    process's, taken when it started and loaded its code."""
+def run_row(data: str, row: str, seed: int, cfg: DictConfig, limits: list[str], stamp: dict) -> dict:
+    """Train and score one (dataset, row, seed) with its config; returns the row file's content.
+    ``stamp``: the process's, taken when it started, composed its configs and loaded its code."""
     label, overrides = ROWS[row]
-    cfg, limits = row_config(data, row, seed, limit)
     stamp = stamp | {"row_started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
                      "row_load_average": list(os.getloadavg())}
     splits = read_splits(cfg)
@@ -369,9 +368,12 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     os.environ["OMP_NUM_THREADS"] = str(args.threads)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    for row in rows:
-        load_code(row_config(args.data, row, seeds[0])[0])
-    stamp = machine_info()  # the code is loaded and the threads set: this is what every row runs on
+    # Every config composed and every class imported now: conf/ and nerkit/ edited while this
+    # process runs change nothing in it, so its start stamp is what every row runs on.
+    configs = {(row, seed): row_config(args.data, row, seed, args.limit) for seed in seeds for row in rows}
+    for cfg, _ in configs.values():
+        load_code(cfg)
+    stamp = machine_info()
     for seed in seeds:
         for row in rows:
             path = row_path(args.rows_dir, args.data, row, seed)
@@ -379,7 +381,7 @@ def main() -> None:
                 log.info("%s: done or being run by another process; skipped", path)
                 continue
             log.info("row %s seed %d on %s", row, seed, args.data)
-            result = run_row(args.data, row, seed, stamp, args.limit)
+            result = run_row(args.data, row, seed, *configs[row, seed], stamp)
             path.parent.mkdir(parents=True, exist_ok=True)
             write_text_atomically(path, json.dumps(result))  # a row file exists only once its row is complete
             path.with_suffix(".claimed").unlink()
