@@ -24,8 +24,10 @@ from seqeval.scheme import IOB2
 from transformers import AutoConfig, AutoModelForTokenClassification
 
 from nerkit.config import embedded_model_path, register_resolvers
+from nerkit.data.batching import BATCH_ORDERS
 from nerkit.data.readers import Document
 from nerkit.model import NerModel
+from nerkit.tasks.ner import NerTask
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -159,3 +161,16 @@ def window_lengths(text_encoder, texts: Sequence[str]) -> list[int]:
     tokens included: the unit of every tokens/s figure in bench/."""
     specials = len(text_encoder.prefix_ids) + len(text_encoder.suffix_ids)
     return [w.token_end - w.token_start + specials for enc in text_encoder.encode(texts) for w in enc.windows]
+
+
+def batch_tokens(cfg: DictConfig) -> list[tuple[int, int]]:
+    """Per epoch, the real and the padded tokens of the batches the engine builds for ``cfg``'s
+    training data: its batch order's plan over the task's window lengths (each batch padded to its
+    longest window), computed without training."""
+    t = cfg.trainer
+    lengths = NerTask(cfg, torch.device("cpu")).lengths()
+    out = []
+    for epoch in range(t.epochs):
+        batches = BATCH_ORDERS[t.batch_order](lengths, t.batch_size * t.accumulate, cfg.seed + epoch)
+        out.append((sum(lengths[i] for b in batches for i in b), sum(len(b) * max(lengths[i] for i in b) for b in batches)))
+    return out

@@ -4,7 +4,7 @@
 
 (``VARIANTS``, run only when named: ``softmax_random``, the softmax row with uniformly random
 batches as the Trainer draws them; ``softmax_word_weighted``, length-grouped batches with a loss
-in which every word weighs the same whatever its batch.)
+in which every word weighs the same whatever its batch: ``head.loss_divisor``.)
 
 Every row trains on all 14,041 train sentences with one recipe (``RECIPE``, printed in the
 table), picks its best epoch on dev, and is scored by nerkit.evaluation on the dataset's own
@@ -21,7 +21,6 @@ stamps (``other_runs``); they are never re-stamped.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
 import math
@@ -34,7 +33,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from datasets import Dataset
-from torch.nn import functional as F
 from transformers import (
     AutoModelForTokenClassification,
     AutoTokenizer,
@@ -49,7 +47,6 @@ from nerkit.data.encoding import AlignmentStats
 from nerkit.data.readers import Document, read_conll
 from nerkit.data.schemes import get_scheme
 from nerkit.evaluation import gold_token_spans, score
-from nerkit.heads.softmax import SoftmaxHead
 from nerkit.runs import write_text_atomically
 from nerkit.train import train
 
@@ -86,14 +83,15 @@ def nerkit_row(name: str, args: argparse.Namespace) -> dict:
         system, (head, order, _) = "nerkit MiniLM", VARIANTS.get(name, (name, "length", False))
         overrides = ["encoder=bert", f"head={name.split('_')[0] if name in VARIANTS else name}",
                      f"trainer.epochs={args.epochs}", f"trainer.lr={args.lr}", f"trainer.batch_order={order}"]
+    if VARIANTS.get(name, (None, None, False))[2]:
+        overrides.append(f"head.loss_divisor={words_per_batch(args)}")
     overrides += ["data=conll2003", f"data.root={CONLL}", f"seed={args.seed}", f"max_length={args.max_length}",
                   f"trainer.batch_size={args.batch_size}", "trainer.warmup_ratio=0.1", "trainer.device=cpu",
                   f"trainer.precision={args.precision}", "trainer.keep_checkpoints=0", "report_errors=false",
                   *limits(args)]
     # Other seeds keep their own weights: the default seed's are what bench/longtext.py reads.
     out = RUNS / (f"conll2003_full_{name}" + ("" if args.seed == DEFAULT_SEED else f"_seed{args.seed}"))
-    with words_weigh_the_same(args) if VARIANTS.get(name, (None, None, False))[2] else contextlib.nullcontext():
-        train(compose_cfg(overrides), out)
+    train(compose_cfg(overrides), out)
     metrics = json.loads((out / "metrics.json").read_text())
     test = metrics["test"]
     return {"system": system, "head": head, "dev_f1": metrics["best_dev_f1"], "test_f1": test["f1"],
@@ -102,24 +100,12 @@ def nerkit_row(name: str, args: argparse.Namespace) -> dict:
             "dev_history": [h["dev"]["f1"] for h in metrics["history"]], "overrides": overrides, "run_dir": str(out)}
 
 
-@contextlib.contextmanager
-def words_weigh_the_same(args: argparse.Namespace):
-    """The softmax loss as the sum over a batch's words divided by the data's mean words per batch
-    (a constant) instead of the batch's own word count, so that a word weighs the same in a batch
-    of short lines as in one of long sentences (an experiment on the batch-order gap)."""
+def words_per_batch(args: argparse.Namespace) -> float:
+    """The data's mean words per batch: the softmax loss divided by it instead of by the batch's own
+    word count (``head.loss_divisor``) weighs a word the same in a batch of short lines as in one
+    of long sentences (an experiment on the batch-order gap)."""
     docs = read_conll(CONLL / "train.txt", limit=args.train_sentences)
-    words_per_batch = sum(len(d.tokens) for d in docs) / math.ceil(len(docs) / args.batch_size)
-    original = SoftmaxHead.loss
-
-    def loss(self, scores, mask, spans):
-        targets = self.tag_targets(spans, scores.shape[1]).to(scores.device)
-        return F.cross_entropy(scores[mask].float(), targets[mask], reduction="sum") / words_per_batch
-
-    SoftmaxHead.loss = loss
-    try:
-        yield
-    finally:
-        SoftmaxHead.loss = original
+    return sum(len(d.tokens) for d in docs) / math.ceil(len(docs) / args.batch_size)
 
 
 def limits(args: argparse.Namespace) -> list[str]:
@@ -132,10 +118,12 @@ def limits(args: argparse.Namespace) -> list[str]:
     return out
 
 
-def baseline_row(args: argparse.Namespace, train_docs: list[Document], dev: list[Document], test: list[Document]) -> dict:
-    """HF AutoModelForTokenClassification + Trainer, first-sub-token labels, best dev epoch."""
+def baseline_row(args: argparse.Namespace, train_docs: list[Document], dev: list[Document], test: list[Document],
+                 scheme_name: str = "BIO") -> tuple[dict, list[list[tuple[int, int, str]]]]:
+    """HF AutoModelForTokenClassification + Trainer, first-sub-token labels, best dev epoch;
+    returns the row and its test predictions (token spans per document)."""
     tokenizer = AutoTokenizer.from_pretrained(embedded_model_path())
-    scheme = get_scheme("BIO")
+    scheme = get_scheme(scheme_name)
     types = sorted({s.label for d in train_docs for s in d.spans})
     labels = scheme.tags(types)
     label_ids = {tag: i for i, tag in enumerate(labels)}
@@ -175,7 +163,7 @@ def baseline_row(args: argparse.Namespace, train_docs: list[Document], dev: list
 
     def compute_metrics(prediction) -> dict:
         spans, _ = token_spans(prediction.predictions, dev, dev_owners)
-        return {"f1": score(dev, spans, "BIO")["f1"]}
+        return {"f1": score(dev, spans, scheme_name)["f1"]}
 
     out = Path(tempfile.mkdtemp(prefix="nerkit-hf-baseline-"))
     model = AutoModelForTokenClassification.from_pretrained(
@@ -196,13 +184,14 @@ def baseline_row(args: argparse.Namespace, train_docs: list[Document], dev: list
     test_set, test_owners = encode(test, 512)
     trainer.compute_metrics = None  # it scores the dev set; the test predictions are scored below
     spans, missing = token_spans(trainer.predict(test_set).predictions, test, test_owners)
-    metrics = score(test, spans, "BIO")
+    metrics = score(test, spans, scheme_name)
     dev_history = [h["eval_f1"] for h in trainer.state.log_history if "eval_f1" in h]
     shutil.rmtree(out)  # the Trainer's epoch checkpoints
     return {"system": "HF AutoModelForTokenClassification + Trainer", "head": "softmax (linear)",
             "dev_f1": max(dev_history), "test_f1": metrics["f1"], "test_ci95": metrics["ci95"],
             "test_precision": metrics["precision"], "test_recall": metrics["recall"], "train_s": round(train_s),
-            "scored_units": metrics["scored_units"], "dev_history": dev_history, "tokens_without_prediction": missing}
+            "scored_units": metrics["scored_units"], "dev_history": dev_history,
+            "tokens_without_prediction": missing}, spans
 
 
 def load_previous(path: Path) -> list[dict]:
@@ -293,9 +282,9 @@ def main() -> None:
     rows = args.rows.split(",")
     if unknown := set(rows) - set(ROWS) - set(VARIANTS):
         parser.error(f"unknown rows {sorted(unknown)}; choose from {ROWS + list(VARIANTS)}")
-    stamp = machine_info()  # taken once, now: every row of this run carries it
     torch.set_num_threads(args.threads)
     os.environ["OMP_NUM_THREADS"] = str(args.threads)
+    stamp = machine_info()  # taken once, now (threads set): every row of this run carries it
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 
     train_docs = read_conll(CONLL / "train.txt", limit=args.train_sentences)
@@ -310,7 +299,7 @@ def main() -> None:
     for name in rows:
         log.info("row %s", name)
         started = time.perf_counter()
-        row = baseline_row(args, train_docs, dev, test) if name == "baseline" else nerkit_row(name, args)
+        row = baseline_row(args, train_docs, dev, test)[0] if name == "baseline" else nerkit_row(name, args)
         row["key"] = name
         row["wall_s"] = round(time.perf_counter() - started)
         results["rows"].append(row)

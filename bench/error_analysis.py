@@ -37,7 +37,7 @@ def main() -> None:
         f"first {args.documents} documents": ("documents", read_conll(CONLL / "valid.txt", documents=True,
                                                                        limit=args.documents)),
     }
-    results, rows = {"machine": machine, "run_dir": str(args.run_dir), "splits": {}}, []
+    results = {"machine": machine, "run_dir": str(args.run_dir), "splits": {}}
     for name, (folder, documents) in splits.items():
         out = args.run_dir / "errors_bench" / folder
         out.mkdir(parents=True, exist_ok=True)
@@ -51,13 +51,22 @@ def main() -> None:
                                    "per_type": {k: v for k, v in report["scores"].items() if k != "overall"},
                                    "errors": counts, "window_edges": {k: v for k, v in edges.items() if k != "examples"},
                                    "report": str(out / "errors.html")}
+    save_results("error_analysis", results, table(results))
+
+
+def table(results: dict) -> str:
+    """The Markdown of bench/results/error_analysis.json."""
+    rows, margins = [], set()
+    for name, split in results["splits"].items():
+        overall, edges = split["overall"], split["window_edges"]
+        margins.add(edges["margin_tokens"])
         rows.append([name, overall["gold"], overall["predicted"], overall["correct"], round(100 * overall["f1"], 1),
-                     *counts.values(), edges["long_documents"], edges["errors_in_long_documents"],
-                     edges["errors_near_edges"], f'{edges["gold_near_edges"]}/{edges["gold_in_long_documents"]}'])
-    table = markdown_table(["CoNLL-2003 valid", "gold", "predicted", "correct", "exact-span F1 %", *ERROR_CLASSES,
-                            "long docs", "errors in long docs", f"errors near edges (<{args.margin} tokens)",
-                            "gold near edges"], rows)
-    save_results("error_analysis", results, table)
+                     *(split["errors"][kind] for kind in ERROR_CLASSES), edges["long_documents"],
+                     edges["errors_in_long_documents"], edges["errors_near_edges"],
+                     f'{edges["gold_near_edges"]}/{edges["gold_in_long_documents"]}'])
+    return markdown_table(["CoNLL-2003 valid", "gold", "predicted", "correct", "exact-span F1 %", *ERROR_CLASSES,
+                           "long docs", "errors in long docs", f"errors near edges (<{'/'.join(map(str, sorted(margins)))} tokens)",
+                           "gold near edges"], rows)
 
 
 if __name__ == "__main__":

@@ -34,8 +34,6 @@ def main() -> None:
     parser.add_argument("--run-dir", type=Path, default=ROOT / "bench" / "runs" / "hf_model")
     parser.add_argument("--limit", type=int, default=None, help="first N test sentences only")
     args = parser.parse_args()
-    results = {"stamp": stamp(), "run_dir": str(args.run_dir)}
-
     import torch
     from transformers import pipeline
 
@@ -44,6 +42,7 @@ def main() -> None:
     from nerkit.predict import Predictor
 
     torch.set_num_threads(2)
+    results = {"stamp": stamp(), "run_dir": str(args.run_dir)}  # after the threads are set: the stamp records them
     folder = export_hf(args.run_dir)
     docs = read_conll(CONLL_TEST)[: args.limit]
     texts = [d.text for d in docs]
@@ -71,16 +70,23 @@ def main() -> None:
         disagreements=[{"text": t, "nerkit": sorted(a), "pipeline": sorted(b)}
                        for t, a, b in zip(texts, ours, theirs) if a != b][:20],
     )
-    table = "\n".join([
+    text = table(results)
+    (ROOT / "bench" / "results" / "hf_export.json").write_text(json.dumps(results, indent=1, ensure_ascii=False))
+    (ROOT / "bench" / "results" / "hf_export.md").write_text(text + "\n")
+    print(text)
+
+
+def table(results: dict) -> str:
+    """The Markdown of bench/results/hf_export.json."""
+    r = results
+    return "\n".join([
         "| sentences | identical | sentence agreement | one-window sentences: agreement | entity agreement | nerkit span F1 | pipeline span F1 |",
         "|---|---|---|---|---|---|---|",
-        f"| {len(texts)} | {same} | {same / len(texts):.2%} | {same_one}/{sum(one_window)} = {results['single_window_agreement']:.2%} | "
-        f"{results['entity_agreement']:.2%} | "
-        f"{results['nerkit_span_f1']:.4f} | {results['pipeline_span_f1']:.4f} |",
+        f"| {r['sentences']} | {r['identical_sentences']} | {r['sentence_agreement']:.2%} | "
+        f"{round(r['single_window_agreement'] * r['single_window_sentences'])}/{r['single_window_sentences']} = "
+        f"{r['single_window_agreement']:.2%} | {r['entity_agreement']:.2%} | "
+        f"{r['nerkit_span_f1']:.4f} | {r['pipeline_span_f1']:.4f} |",
     ])
-    (ROOT / "bench" / "results" / "hf_export.json").write_text(json.dumps(results, indent=1, ensure_ascii=False))
-    (ROOT / "bench" / "results" / "hf_export.md").write_text(table + "\n")
-    print(table)
 
 
 if __name__ == "__main__":

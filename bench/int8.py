@@ -115,27 +115,31 @@ def main() -> None:
     results = {"stamp": started, "machine": machine, "run_dir": str(args.run_dir), "texts": len(texts), "real_tokens": real_tokens,
                "threads": 1, "rounds": rounds, "systems": summary, "goals": GOALS, "quantization": quantization,
                "export_int8_seconds": export_seconds, "load_average_end": list(os.getloadavg())}
+    save_results("int8", results, table(results))
+
+
+def table(results: dict) -> str:
+    """bench/results/int8.md from int8.json."""
     rows = [[name, s["tokens_per_s"], s["tokens_per_s_worst"],
              f"{s['speedup_over_bf16']:.2f}x (worst {s['speedup_over_bf16_worst']:.2f}x)",
-             s["entity_agreement_with_fp32"], s["f1"], f"{s['f1_difference_points']:+.2f}"] for name, s in summary.items()]
-    ours = summary["onnx int8 nerkit"]
-    table = "\n\n".join([
-        f"int8 vs fp32 on {len(texts)} CoNLL-2003 test sentences ({real_tokens} real text tokens, no special tokens), "
-        f"1 thread, {args.rounds} interleaved rounds (order rotated) on a shared machine (load average "
-        f"{machine['load_average'][0]:.1f} at start): timings are noisy, compare within a round; commit "
-        f"{machine['commit']}{' (dirty)' if machine['dirty'] else ''}, {machine['date']}, weights {args.run_dir}",
+             s["entity_agreement_with_fp32"], s["f1"], f"{s['f1_difference_points']:+.2f}"] for name, s in results["systems"].items()]
+    ours = results["systems"]["onnx int8 nerkit"]
+    return "\n\n".join([
+        f"int8 vs fp32 on {results['texts']} CoNLL-2003 test sentences ({results['real_tokens']} real text tokens, no special tokens), "
+        f"1 thread, {len(results['rounds'])} interleaved rounds (order rotated) on a shared machine (load average "
+        f"{results['machine']['load_average'][0]:.1f} at start): timings are noisy, compare within a round; commit "
+        f"{results['machine']['commit']}{' (dirty)' if results['machine']['dirty'] else ''}, {results['machine']['date']}, weights {results['run_dir']}",
         markdown_table(["system", "real tokens/s (median)", "worst round", "speed vs nerkit bf16 (median, worst)",
                         "entity agreement with nerkit fp32", "test F1", "F1 vs fp32 (points)"], rows),
-        f"onnx int8 nerkit: {quantization['method']} int8, SmoothQuant alpha {quantization['alpha']}, kept fp32: "
-        f"{', '.join(quantization['kept_fp32'])}; calibrated on {quantization['calibration_windows']} training windows "
-        f"(entity-word agreement there {quantization['calibration_entity_word_agreement']:.4f}, target "
-        f"{quantization['target']}); export took {export_seconds:.0f} s.",
-        f"Goals: entity agreement >= {GOALS['entity_agreement']} (got {ours['entity_agreement_with_fp32']:.4f}), "
-        f"F1 within {GOALS['f1_within_points']} points (got {ours['f1_difference_points']:+.2f}), >= "
-        f"{GOALS['speedup_over_bf16']}x nerkit bf16 (got {ours['speedup_over_bf16']:.2f}x median, "
+        f"onnx int8 nerkit: {results['quantization']['method']} int8, SmoothQuant alpha {results['quantization']['alpha']}, kept fp32: "
+        f"{', '.join(results['quantization']['kept_fp32'])}; calibrated on {results['quantization']['calibration_windows']} training windows "
+        f"(entity-word agreement there {results['quantization']['calibration_entity_word_agreement']:.4f}, target "
+        f"{results['quantization']['target']}); export took {results['export_int8_seconds']:.0f} s.",
+        f"Goals: entity agreement >= {results['goals']['entity_agreement']} (got {ours['entity_agreement_with_fp32']:.4f}), "
+        f"F1 within {results['goals']['f1_within_points']} points (got {ours['f1_difference_points']:+.2f}), >= "
+        f"{results['goals']['speedup_over_bf16']}x nerkit bf16 (got {ours['speedup_over_bf16']:.2f}x median, "
         f"{ours['speedup_over_bf16_worst']:.2f}x worst).",
     ])
-    save_results("int8", results, table)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,6 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, open_dict
 
 from bench.common import machine_info
-from nerkit.classifier import Classifier
 from nerkit.config import register_resolvers
 from nerkit.data.encoding import AlignmentStats, TextEncoder, char_to_unit_spans, char_to_word_spans
 from nerkit.train import train
@@ -147,25 +146,7 @@ def conll_pipeline(args) -> None:
                                                      "weights": str(args.weights), "stamp": stamp})
 
 
-def memoize_features() -> None:
-    """With a frozen encoder, window vectors depend only on the inputs (and how a vector is taken):
-    the pooling variants of one strategy reuse them instead of running the encoder again (only
-    valid for frozen runs)."""
-    original, cache = Classifier.input_features, {}
-
-    def input_features(self, docs_inputs):
-        key = (self.model.sentence_vector, tuple(tuple(map(tuple, doc)) for doc in docs_inputs))
-        if key not in cache:
-            cache[key] = original(self, docs_inputs)
-        return cache[key]
-
-    Classifier.input_features = input_features
-
-
 def hyperpartisan(args) -> None:
-    if not args.hp_fine_tune:
-        memoize_features()
-
     def tweak(cfg):
         subsample(cfg, "train", args.hp_train_docs)
         subsample(cfg, "test", args.hp_test_docs)

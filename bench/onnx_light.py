@@ -73,15 +73,22 @@ def main() -> None:
     results.update(backends=summary, identical_texts=same, saved={
         "load_seconds": summary["torch"]["load_seconds"] - summary["onnx"]["load_seconds"],
         "peak_rss_mib": summary["torch"]["peak_rss_mib"] - summary["onnx"]["peak_rss_mib"]})
-    table = ["| backend | imports torch | load s (imports included) | predict s | peak RSS MiB |", "|---|---|---|---|---|"]
-    table += [f"| {b} | {s['torch_imported']} | {s['load_seconds']:.2f} | {s['predict_seconds']:.2f} | {s['peak_rss_mib']:.0f} |"
-              for b, s in summary.items()]
-    table.append(f"\nMedians of {args.repeats} fresh processes, {args.texts} CoNLL-2003 test sentences, 1 thread; "
-                 f"identical entities on {same}/{args.texts} texts.")
-    text = "\n".join(table)
+    results["repeats"] = args.repeats
+    text = table(results)
     (ROOT / "bench" / "results" / "onnx_light.json").write_text(json.dumps(results, indent=1))
     (ROOT / "bench" / "results" / "onnx_light.md").write_text(text + "\n")
     print(text)
+
+
+def table(results: dict) -> str:
+    """The Markdown of bench/results/onnx_light.json."""
+    lines = ["| backend | imports torch | load s (imports included) | predict s | peak RSS MiB |", "|---|---|---|---|---|"]
+    lines += [f"| {b} | {s['torch_imported']} | {s['load_seconds']:.2f} | {s['predict_seconds']:.2f} | {s['peak_rss_mib']:.0f} |"
+              for b, s in results["backends"].items()]
+    repeats = f"Medians of {results['repeats']} fresh processes" if "repeats" in results else "Medians of fresh processes"
+    lines.append(f"\n{repeats}, {results['texts']} CoNLL-2003 test sentences, {results['threads']} thread; "
+                 f"identical entities on {results['identical_texts']}/{results['texts']} texts.")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -71,7 +71,6 @@ def main() -> None:
     parser.add_argument("--dev-docs", type=int, default=32)
     args = parser.parse_args()
     results = {"stamp": stamp(), "args": vars(args), "cpu_has_bf16": cpu_has_bf16(), "runs": []}
-    rows = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         for task, build, metric in (("ner", lambda p: ner_cfg(work, args, p), "f1"),
@@ -83,23 +82,33 @@ def main() -> None:
                 run = {"task": task, "device": "cpu", "precision": precision, f"dev_{metric}": best,
                        "wall_seconds": time.perf_counter() - started, **throughput(run_dir)}
                 results["runs"].append(run)
-                rows.append([task, "cpu", precision, f"{run['tokens_per_s']:.0f}", f"{metric} {best:.4f}",
-                             f"{run['wall_seconds']:.0f}"])
     reason = "not run: no GPU on the benchmark machine" if not torch.cuda.is_available() else "not run: CPU-only benchmark"
     for task in ("ner", "classify"):
         for precision in ("fp32", "bf16", "fp16"):
             results["runs"].append({"task": task, "device": "cuda", "precision": precision, "skipped": reason})
-            rows.append([task, "cuda", precision, "-", "-", reason])
     for task in ("ner", "classify"):
         fp32, bf16 = (next(r for r in results["runs"] if r["task"] == task and r["device"] == "cpu" and r["precision"] == p)
                       for p in PRECISIONS)
         results[f"{task}_bf16_speedup"] = bf16["tokens_per_s"] / fp32["tokens_per_s"]
-    table = markdown_table(["task", "device", "precision", "real tokens/s (train)", "dev", "wall s"], rows)
-    table += (f"\n\nbf16 / fp32 training throughput on CPU: NER {results['ner_bf16_speedup']:.2f}x, "
+    save_results("precision", results, table(results))
+
+
+def table(results: dict) -> str:
+    """The Markdown of bench/results/precision.json."""
+    rows = []
+    for run in results["runs"]:
+        if "skipped" in run:
+            rows.append([run["task"], run["device"], run["precision"], "-", "-", run["skipped"]])
+        else:
+            metric = "f1" if "dev_f1" in run else "accuracy"
+            rows.append([run["task"], run["device"], run["precision"], f"{run['tokens_per_s']:.0f}",
+                         f"{metric} {run[f'dev_{metric}']:.4f}", f"{run['wall_seconds']:.0f}"])
+    stamp = results["stamp"]
+    return (markdown_table(["task", "device", "precision", "real tokens/s (train)", "dev", "wall s"], rows)
+            + f"\n\nbf16 / fp32 training throughput on CPU: NER {results['ner_bf16_speedup']:.2f}x, "
               f"classification {results['classify_bf16_speedup']:.2f}x "
-              f"(commit {results['stamp']['commit'][:10]}{' dirty' if results['stamp']['dirty'] else ''}, "
-              f"{results['stamp']['date']}, load average {results['stamp']['load_average'][0]:.1f})")
-    save_results("precision", results, table)
+              f"(commit {stamp['commit'][:10]}{' dirty' if stamp['dirty'] else ''}, "
+              f"{stamp['date']}, load average {stamp['load_average'][0]:.1f})")
 
 
 if __name__ == "__main__":

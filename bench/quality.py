@@ -133,20 +133,26 @@ def report(args: argparse.Namespace, train_docs: list[Document], eval_sets: dict
     results = {"machine": stamp, "settings": vars(args), "train_sentences": len(train_docs),
                "dev_sentences": len(eval_sets["sentences"]), "dev_documents": len(eval_sets["documents"]),
                "conll2003": systems, "resume_ner": resume, "goal": goal}
+    save_results(args.name, results, table(results))
 
+
+def table(results: dict) -> str:
+    """The Markdown of bench/results/quality*.json."""
+    settings, goal, resume = results["settings"], results["goal"], results["resume_ner"]
     rows = [[s["system"], s["head"], s["sentences"]["precision"], s["sentences"]["recall"], s["sentences"]["f1"],
-             s["documents"]["f1"], round(s["train_seconds"])] for s in systems]
-    table = (f"CoNLL-2003 dev ({len(eval_sets['sentences'])} sentences / {len(eval_sets['documents'])} documents), "
-             f"trained on {len(train_docs)} sentences, {args.epochs} epoch(s), MiniLM-L6, seqeval strict IOB2 on CoNLL tokens\n\n")
-    table += markdown_table(["system", "head", "P", "R", "F1", "F1 (whole documents)", "train s"], rows)
+             s["documents"]["f1"], round(s["train_seconds"])] for s in results["conll2003"]]
+    text = (f"CoNLL-2003 dev ({results['dev_sentences']} sentences / {results['dev_documents']} documents), "
+            f"trained on {results['train_sentences']} sentences, {settings['epochs']} epoch(s), MiniLM-L6, "
+            f"seqeval strict IOB2 on CoNLL tokens\n\n")
+    text += markdown_table(["system", "head", "P", "R", "F1", "F1 (whole documents)", "train s"], rows)
     if goal:
-        table += f"\n\nnerkit softmax - baseline: {100 * goal['softmax_minus_baseline_f1']:+.2f} F1 points (goal: >= -0.3)"
+        text += f"\n\nnerkit softmax - baseline: {100 * goal['softmax_minus_baseline_f1']:+.2f} F1 points (goal: >= -0.3)"
     if resume:
-        table += f"\n\nResume NER (Chinese, BiLSTM, {args.resume_epochs} epochs, nerkit word-level strict seqeval)\n\n"
-        table += markdown_table(["head", "dev F1", "test P", "test R", "test F1", "train s"],
-                                [[r["head"], r["dev_f1"], r["test_precision"], r["test_recall"], r["test_f1"],
-                                  round(r["train_seconds"])] for r in resume])
-    save_results(args.name, results, table)
+        text += f"\n\nResume NER (Chinese, BiLSTM, {settings['resume_epochs']} epochs, nerkit word-level strict seqeval)\n\n"
+        text += markdown_table(["head", "dev F1", "test P", "test R", "test F1", "train s"],
+                               [[r["head"], r["dev_f1"], r["test_precision"], r["test_recall"], r["test_f1"],
+                                 round(r["train_seconds"])] for r in resume])
+    return text
 
 
 def main() -> None:

@@ -172,7 +172,7 @@ def score_dataset(name: str, run_dir: Path, docs: list[Document], scheme: str, v
     return result
 
 
-def report(results: dict) -> str:
+def table(results: dict) -> str:
     rows = []
     for r in results["datasets"]:
         for words, raw in r["raw_text"].items():
@@ -234,8 +234,8 @@ def score(args: argparse.Namespace) -> None:
         results["datasets"].append(result)
         RESULTS.mkdir(parents=True, exist_ok=True)
         (RESULTS / "raw_text.json").write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n")
-        (RESULTS / "raw_text.md").write_text(report(results))
-    print(report(results))
+        (RESULTS / "raw_text.md").write_text(table(results))
+    print(table(results))
 
 
 def main() -> None:

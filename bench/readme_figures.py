@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import importlib
 import json
 import re
 import sys
@@ -55,6 +56,31 @@ def _quality(results: dict, results_dir: Path) -> str:
 TABLES: dict[str, Callable[[dict, Path], str]] = {"conll2003_full": _conll2003_full, "longtext": _longtext, "quality": _quality}
 
 
+# results name -> the bench module that writes it, where the names differ
+WRITERS = {"quality_1000": "quality", "conll2003_seeds": "seeds", "speed_cuda": "speed"}
+
+
+def results_table(name: str, results: dict | list) -> str:
+    """bench/results/<name>.md as the benchmark that wrote <name>.json builds it (its ``table``)."""
+    return importlib.import_module(f"bench.{WRITERS.get(name, name)}").table(results)
+
+
+def stale_tables(results_dir: Path) -> dict[str, str]:
+    """name -> a diff, for every <name>.md that its <name>.json does not reproduce."""
+    stale = {}
+    for md in sorted(results_dir.glob("*.md")):
+        source = md.with_suffix(".json")
+        if not source.exists():
+            stale[md.stem] = f"{md} has no {source.name}: a table must come from a results file"
+            continue
+        fresh = results_table(md.stem, json.loads(source.read_text(encoding="utf-8"))) + "\n"
+        current = md.read_text(encoding="utf-8")
+        if fresh != current:
+            stale[md.stem] = "".join(difflib.unified_diff(current.splitlines(True), fresh.splitlines(True), str(md),
+                                                          f"table({source.name})"))
+    return stale
+
+
 def figure(name: str, results_dir: Path) -> str:
     """The body of block ``name``, from the results files."""
     if name in TABLES and (results_dir / f"{name}.json").exists():
@@ -75,7 +101,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--readme", type=Path, action="append",
                         help="a file to regenerate (repeatable; default: README.md, bench/README.md, docs/*.md)")
     parser.add_argument("--results", type=Path, default=RESULTS)
+    parser.add_argument("--tables", action="store_true",
+                        help="rewrite every results <name>.md from its <name>.json (its benchmark's table) first")
     args = parser.parse_args(argv)
+    if args.tables:
+        for name in stale_tables(args.results):
+            if (args.results / f"{name}.json").exists():
+                text = results_table(name, json.loads((args.results / f"{name}.json").read_text(encoding="utf-8")))
+                (args.results / f"{name}.md").write_text(text + "\n", encoding="utf-8")
+                print(f"rewrote {args.results / name}.md from its json")
     stale = False
     for readme in args.readme or [ROOT / "README.md", ROOT / "bench" / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
         current = readme.read_text(encoding="utf-8")

@@ -43,20 +43,25 @@ def run(args: argparse.Namespace) -> None:
         "test": metrics["test"], "wall_s": round(time.perf_counter() - started)}, indent=1))
 
 
-def table() -> None:
+def assemble() -> None:
     parts = [json.loads((PARTS / f"{v}.json").read_text()) for v in VECTORS if (PARTS / f"{v}.json").exists()]
     if not parts:
         raise SystemExit(f"no runs in {PARTS}: run --vector first")
+    text = table(parts)
+    (RESULTS / "sentence_vector.json").write_text(json.dumps(parts, indent=1))
+    (RESULTS / "sentence_vector.md").write_text(text + "\n")
+    print(text)
+
+
+def table(parts: list[dict]) -> str:
+    """The Markdown of bench/results/sentence_vector.json (one entry per run)."""
     rows = [[p["vector"], f"{p['dev_accuracy']:.3f}", f"{p['test']['accuracy']:.3f}",
              f"{p['test']['ci95'][0]:.3f}-{p['test']['ci95'][1]:.3f}", p["test"]["documents"], p["wall_s"],
              f"{p['commit']}{'+dirty' if p['dirty'] else ''} {p['date'][:16]}"] for p in parts]
     recipe = " ".join(o for o in parts[0]["overrides"] if not o.startswith("task.sentence_vector"))
-    text = (f"Hyperpartisan (SemEval-2019 by-article), MiniLM fine-tuned, the same budget for every vector: "
+    return (f"Hyperpartisan (SemEval-2019 by-article), MiniLM fine-tuned, the same budget for every vector: "
             f"`{recipe}`.\n\n" + markdown_table(["sentence vector", "dev accuracy", "test accuracy", "test CI95",
                                                  "test articles", "wall s", "run"], rows))
-    (RESULTS / "sentence_vector.json").write_text(json.dumps(parts, indent=1))
-    (RESULTS / "sentence_vector.md").write_text(text + "\n")
-    print(text)
 
 
 def main() -> None:
@@ -71,7 +76,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     if args.table:
-        return table()
+        return assemble()
     if args.vector is None:
         parser.error("give --vector or --table")
     torch.set_num_threads(args.threads)

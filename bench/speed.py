@@ -26,7 +26,7 @@
   ``Trainer`` with ``train_sampling_strategy="group_by_length"`` (transformers 5's
   ``group_by_length``), fp32 and bf16 (``TrainingArguments(bf16=True)``; nerkit: its
   ``trainer.precision``), real tokens per second; and nerkit fp32 with round one's optimizer
-  (torch's default unfused AdamW), the baseline of the training goal.
+  (``trainer.fused_optimizer=false``: torch's default unfused AdamW), the baseline of the training goal.
 
 Writes bench/results/speed.json and speed.md, stamped with commit, dirty flag and load average
 at the start (other jobs on the machine slow every system alike within a round, not across).
@@ -36,7 +36,6 @@ bench/results/speed_cuda.json and .md (``python -m bench.speed --device cuda --t
 from __future__ import annotations
 
 import argparse
-import contextlib
 import functools
 import json
 import logging
@@ -60,13 +59,13 @@ from transformers import (
     pipeline,
 )
 
-import nerkit.engine
 import nerkit.train
 from bench.common import (
     CONLL,
     CONLL_TYPES,
     RESULTS,
     RUNS,
+    batch_tokens,
     compose_cfg,
     conll_tokens,
     hf_twin,
@@ -82,7 +81,6 @@ from nerkit.config import embedded_model_path
 from nerkit.data.readers import read_conll
 from nerkit.model import NerModel
 from nerkit.predict import Predictor
-from nerkit.tasks.ner import NerTask
 
 log = logging.getLogger("bench.speed")
 GOALS = {
@@ -383,34 +381,23 @@ class TokenCounter:
         return batch
 
 
-@contextlib.contextmanager
-def unfused_adamw():
-    """The engine with torch's default (unfused, one tensor at a time) AdamW, as round one trained:
-    the "today's fp32" that issue 14's training goal is measured against."""
-    original = nerkit.engine.adamw
-    nerkit.engine.adamw = lambda params, lr, weight_decay=0.0: torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    try:
-        yield
-    finally:
-        nerkit.engine.adamw = original
-
-
 def train_nerkit(data_root: Path, args: argparse.Namespace, out: Path, precision: str, round_one: bool = False) -> dict:
+    """``round_one``: the engine with torch's default (unfused, one tensor at a time) AdamW, as
+    round one trained: the "today's fp32" that issue 14's training goal is measured against."""
     cfg = compose_cfg(["encoder=bert", "head=softmax", "data=conll2003", f"data.root={data_root}", "data.dev=null",
                        "data.test=null", "trainer.epochs=1", f"trainer.batch_size={args.train_batch_size}",
                        f"max_length={args.max_length}", f"trainer.device={args.device}", "trainer.keep_checkpoints=0",
                        f"trainer.precision={precision}", "trainer.tensorboard=false",
-                       "trainer.batch_order=length"])  # nerkit's fastest order, as group_by_length is the Trainer's
-    counter = TokenCounter(NerTask.batch, lambda batch: batch.inputs["attention_mask"])
-    NerTask.batch = lambda task, rows: counter(task, rows)
-    try:
-        with unfused_adamw() if round_one else contextlib.nullcontext():
-            nerkit.train.train(cfg, out)
-    finally:
-        NerTask.batch = counter.build
+                       "trainer.batch_order=length",  # nerkit's fastest order, as group_by_length is the Trainer's
+                       f"trainer.fused_optimizer={not round_one}"])
+    (real, padded), = batch_tokens(cfg)  # one epoch
+    nerkit.train.train(cfg, out)
     # train_seconds is the loop's time up to its last step: the final save is not in it.
     seconds = json.loads((out / "metrics.json").read_text())["train_seconds"]
-    return {"seconds": seconds, "real_tokens": counter.real, "padded_tokens": counter.padded}
+    logged = sum(r["tokens"] for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if r["type"] == "train")
+    if logged != real:
+        raise AssertionError(f"the engine logged {logged} real tokens, the batch plan has {real}")
+    return {"seconds": seconds, "real_tokens": real, "padded_tokens": padded}
 
 
 def train_hf(data_root: Path, args: argparse.Namespace, out: Path, precision: str) -> dict:
@@ -504,21 +491,21 @@ def main() -> None:
     # Results are written after each part, so that a part cut short leaves the others.
     if "predict" not in args.skip:
         results["predict"] = {**bench_predict(model, args.run_dir, docs, args), "machine": results["machine"]}
-        save_results(name, results, tables(results))
+        save_results(name, results, table(results))
     if "agreement" not in args.skip:
         results["agreement"] = {**bench_agreement(args.run_dir, args), "machine": results["machine"]}
-        save_results(name, results, tables(results))
+        save_results(name, results, table(results))
     if "long" not in args.skip:
         results["long"] = {**bench_long(model, args.run_dir, args), "machine": results["machine"]}
-        save_results(name, results, tables(results))
+        save_results(name, results, table(results))
     if "train" not in args.skip:
         results["train"] = {**bench_train(args), "machine": results["machine"]}
-        save_results(name, results, tables(results))
+        save_results(name, results, table(results))
     results["machine"]["load_average_end"] = list(os.getloadavg())
-    save_results(name, results, tables(results))
+    save_results(name, results, table(results))
 
 
-def tables(results: dict) -> str:
+def table(results: dict) -> str:
     m = results["machine"]
     out = [f"Machine: {results['settings'].get('device', 'cpu')}, {m['torch_threads']} torch threads, load average {m['load_average'][0]:.1f} at start"
            + (f", {m['load_average_end'][0]:.1f} at end" if "load_average_end" in m else "")

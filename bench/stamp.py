@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -15,4 +16,6 @@ def stamp() -> dict:
         return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=False).stdout.strip()
 
     return {"commit": git("rev-parse", "--short", "HEAD"), "dirty": bool(git("status", "--porcelain")),
-            "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "load_average": list(os.getloadavg())}
+            "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "load_average": list(os.getloadavg()),
+            # the threads this process runs torch with, when it runs torch (take the stamp after setting them)
+            "torch_threads": sys.modules["torch"].get_num_threads() if "torch" in sys.modules else None}

@@ -25,8 +25,7 @@ import torch
 from omegaconf import open_dict
 
 import nerkit.train
-from bench.common import CONLL, RUNS, compose_cfg, machine_info, markdown_table, save_results
-from nerkit.data.batching import BATCH_ORDERS
+from bench.common import CONLL, RUNS, batch_tokens, compose_cfg, machine_info, markdown_table, save_results
 from nerkit.data.encoding import AlignmentStats, char_to_unit_spans, word_to_char_span
 from nerkit.data.readers import Document, read_conll
 from nerkit.evaluation import score
@@ -50,12 +49,6 @@ def words_file(sentences: int) -> Path:
     return path
 
 
-def padding_fraction(lengths, batches) -> float:
-    real = sum(lengths[i] for b in batches for i in b)
-    padded = sum(len(b) * max(lengths[i] for i in b) for b in batches)
-    return 1 - real / padded
-
-
 def score_on_tokens(predictor: Predictor, test: list[Document], units: str) -> dict:
     """Predict on the arm's units, map entities to character spans, then to dataset tokens."""
     given = test if units == "tokens" else without_tokens(test)
@@ -66,6 +59,18 @@ def score_on_tokens(predictor: Predictor, test: list[Document], units: str) -> d
         chars = [(*word_to_char_span(enc, s, e), label) for s, e, label, _ in spans]
         predicted.append(char_to_unit_spans([s for s, _ in doc.tokens], [e for _, e in doc.tokens], chars, stats))
     return score(test, predicted, "BIO") | {"predicted_entities_widened_to_tokens": stats.widened}
+
+
+def table(results: dict) -> str:
+    """The Markdown of bench/results/units_batching.json."""
+    s = results["settings"]
+    rows = [[a["units"], a["batches"], f"{100 * a['test_f1']:.2f}",
+             f"{100 * a['test_ci95'][0]:.2f}-{100 * a['test_ci95'][1]:.2f}", f"{a['padding_fraction']:.1%}",
+             a["predicted_entities_widened_to_tokens"], a["train_s"]] for a in results["arms"]]
+    tokens = f"{results['scored_units']} tokens, " if "scored_units" in results else ""
+    return (f"CoNLL-2003 test ({tokens}seqeval strict IOB2 on dataset tokens); MiniLM + softmax, "
+            f"first {s['train_sentences']} train sentences, {s['epochs']} epochs, lr {s['lr']}, seed {s['seed']}\n\n"
+            + markdown_table(["units", "batches", "test F1", "CI95", "padding", "widened predictions", "train s"], rows))
 
 
 def main() -> None:
@@ -79,9 +84,9 @@ def main() -> None:
     parser.add_argument("--name", default="units_batching", help="results file: bench/results/<name>.json")
     parser.add_argument("--arms", default="tokens/grouped,words/grouped,tokens/random,words/random")
     args = parser.parse_args()
-    stamp = machine_info()
     torch.set_num_threads(args.threads)
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
+    stamp = machine_info()  # after the thread count is set: the threads this run uses
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("nerkit").setLevel(logging.WARNING)
     test = read_conll(CONLL / "test.txt", limit=args.test_sentences)
@@ -97,35 +102,18 @@ def main() -> None:
             with open_dict(cfg):
                 cfg.data.train = {"_target_": "nerkit.data.readers.read_json_spans",
                                   "path": str(words_file(args.train_sentences))}
-        seen: list[float] = []
-
-        original = BATCH_ORDERS[order]
-
-        def batcher(lengths, batch_size, seed):
-            out = original(lengths, batch_size, seed)
-            seen.append(padding_fraction(lengths, out))  # what the engine's batches pad
-            return out
-
-        BATCH_ORDERS[order] = batcher
+        padding = [1 - real / padded for real, padded in batch_tokens(cfg)]  # what the engine's batches pad, per epoch
         out = RUNS / f"units_batching_{units}_{batches}"
         started = time.perf_counter()
-        try:
-            nerkit.train.train(cfg, out)
-        finally:
-            BATCH_ORDERS[order] = original
+        nerkit.train.train(cfg, out)
         train_s = time.perf_counter() - started
         metrics = score_on_tokens(Predictor.from_run(out, "cpu", precision="fp32"), test, units)  # as trained
         results["arms"].append({"units": units, "batches": batches, "test_f1": metrics["f1"], "test_ci95": metrics["ci95"],
                                 "test_precision": metrics["precision"], "test_recall": metrics["recall"],
-                                "padding_fraction": float(np.mean(seen)), "train_s": round(train_s),
+                                "padding_fraction": float(np.mean(padding)), "train_s": round(train_s),
                                 "predicted_entities_widened_to_tokens": metrics["predicted_entities_widened_to_tokens"]})
-        rows = [[a["units"], a["batches"], f"{100 * a['test_f1']:.2f}",
-                 f"{100 * a['test_ci95'][0]:.2f}-{100 * a['test_ci95'][1]:.2f}", f"{a['padding_fraction']:.1%}",
-                 a["predicted_entities_widened_to_tokens"], a["train_s"]] for a in results["arms"]]
-        table = (f"CoNLL-2003 test ({metrics['scored_units']} tokens, seqeval strict IOB2 on dataset tokens); MiniLM + softmax, "
-                 f"first {args.train_sentences} train sentences, {args.epochs} epochs, lr {args.lr}, seed {args.seed}\n\n"
-                 + markdown_table(["units", "batches", "test F1", "CI95", "padding", "widened predictions", "train s"], rows))
-        save_results(args.name, results, table)
+        results["scored_units"] = metrics["scored_units"]
+        save_results(args.name, results, table(results))
 
 
 if __name__ == "__main__":

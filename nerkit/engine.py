@@ -131,7 +131,7 @@ class Engine:
         steps_per_epoch = math.ceil(len(lengths) / (t.batch_size * t.accumulate))
         total_steps = t.max_steps or steps_per_epoch * t.epochs
         # Fused: torch's default CPU AdamW updates one tensor at a time, half of a bf16 step (nerkit.optim).
-        optimizer = adamw(task.param_groups(t.lr, t.weight_decay), lr=t.lr)
+        optimizer = adamw(task.param_groups(t.lr, t.weight_decay), lr=t.lr, fused=t.get("fused_optimizer", True))
         scheduler = get_linear_schedule_with_warmup(optimizer, int(t.warmup_ratio * total_steps), total_steps)
         scaler = torch.amp.GradScaler(self.device.type) if self.precision == "fp16" else None
         checkpoints = Checkpointer(self.output_dir / "checkpoints", task, optimizer, scheduler, t.keep_checkpoints, scaler)

@@ -96,6 +96,7 @@ def validate_config(cfg: DictConfig) -> None:
     check("trainer.patience", *positive_int, optional=True, required=False)
     check("trainer.eval_every", *positive_int, optional=True, required=False)
     check("trainer.log_every", *positive_int, required=False)
+    check("trainer.fused_optimizer", lambda v: isinstance(v, bool), "true or false", required=False)
     check("trainer.precision", lambda v: v in PRECISIONS, f"one of {'|'.join(PRECISIONS)}", required=False)
     check("trainer.batch_order", lambda v: v in BATCH_ORDERS, f"one of {'|'.join(BATCH_ORDERS)}", required=False)
     check("seed", _is_int, "an integer")

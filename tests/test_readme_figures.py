@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from bench.common import RESULTS, ROOT
+from bench.common import RESULTS
 from bench.readme_figures import main
 
 README = "# Title\n\nintro\n\n<!-- figures:speed -->\nold table\n<!-- /figures -->\n\ntext after\n"
