@@ -250,7 +250,9 @@ def table(results: dict) -> str:
         if a not in by_key or b not in by_key:
             return f"- {name}: not measured yet"
         diff = by_key[a]["test_f1"] - by_key[b]["test_f1"]
-        return f"- {name}: {'met' if diff >= margin else 'NOT met'} ({100 * diff:+.2f} test F1 points)"
+        # One seed and unpaired intervals order nothing: bench/heads.py orders systems over seeds.
+        return (f"- {name}: {100 * diff:+.2f} test F1 points on one seed (goal margin {100 * margin:+.1f}); "
+                "no ordering is claimed from one seed (bench/heads.py pairs seeds)")
 
     out += [goal("softmax within 0.3 F1 of the HF baseline", "softmax", "baseline", GOALS["softmax_vs_baseline"]),
             goal("CRF >= softmax", "crf", "softmax", GOALS["crf_vs_softmax"]),

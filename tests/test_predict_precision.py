@@ -118,5 +118,5 @@ def test_compiled_encoder_predicts_as_the_eager_one(run_dir):
 def test_the_onnx_backend_refuses_torch_only_options(tmp_path):
     with pytest.raises(ValueError, match="compile=true works with backend=torch only"):
         load_predictor(tmp_path, "onnx", compile=True)
-    with pytest.raises(ValueError, match="the ONNX backend runs the exported fp32 graph"):
+    with pytest.raises(ValueError, match="the ONNX backend runs an fp32 or int8 graph"):
         load_predictor(tmp_path, "onnx", precision="bf16")

@@ -159,7 +159,11 @@ def test_a_truncated_encoder_weights_file_is_named(run):
 
 
 def test_weights_that_do_not_fit_the_config_name_both_files(run):
-    _edit_config(run, lambda c: c["head"].update(_target_="nerkit.heads.crf.CRFHead"))  # a softmax run's weights
+    def to_crf(c):  # a softmax run's weights under a CRF head's config
+        c["head"].update(_target_="nerkit.heads.crf.CRFHead")
+        c["head"].pop("loss_divisor")  # the softmax head's own key
+
+    _edit_config(run, to_crf)
     with pytest.raises(ValueError, match=r"model.safetensors does not match labels.json and config.yaml of .*run: "
                                          r"unexpected weights \[\], missing weights \['head.crf.end_transitions'"):
         Predictor.from_run(run, "cpu")
