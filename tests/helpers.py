@@ -112,3 +112,21 @@ def require(module: str, install: str):
         return importlib.import_module(module)
     except ImportError:
         pytest.fail(f"{module} is not installed: {install}")
+
+
+# Runs `python -m nerkit.train`, sending itself the signal named by $STEP_SIGNAL (SIGKILL: a hard
+# crash; SIGTERM: a graceful stop) when the engine starts its $SIGNAL_AT_STEP-th optimizer step: a
+# signal in the middle of an epoch, at a chosen point, without racing a timer.
+SIGNAL_AT_STEP = """
+import os, runpy, signal
+from nerkit.engine import Engine
+calls, real_step = 0, Engine.step
+def step(*args, **kwargs):
+    global calls
+    calls += 1
+    if calls == int(os.environ["SIGNAL_AT_STEP"]):
+        os.kill(os.getpid(), getattr(signal, os.environ["STEP_SIGNAL"]))
+    return real_step(*args, **kwargs)
+Engine.step = step
+runpy.run_module("nerkit.train", run_name="__main__", alter_sys=True)
+"""

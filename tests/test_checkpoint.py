@@ -18,26 +18,10 @@ from nerkit import checkpoint as ckpt
 from nerkit.checkpoint import Checkpointer, TrainerState, complete_checkpoints, find_resume_checkpoint
 from nerkit.model import NerModel
 from nerkit.predict import Predictor
-from tests.helpers import TOY_SENTENCES, make_cfg, tiny_ner_task, write_conll
+from tests.helpers import SIGNAL_AT_STEP, TOY_SENTENCES, make_cfg, tiny_ner_task, write_conll
 
 ROOT = Path(__file__).resolve().parents[1]
 TYPES = ["LOC", "ORG", "PER"]
-
-# Runs `python -m nerkit.train`, but SIGKILLs itself when the engine is asked for its N-th
-# optimizer step: a hard crash at a chosen point in the middle of an epoch, without racing a timer.
-KILL_AT_STEP = """
-import os, runpy, signal
-from nerkit.engine import Engine
-calls, real_step = 0, Engine.step
-def step(*args, **kwargs):
-    global calls
-    calls += 1
-    if calls == int(os.environ["KILL_AT_STEP"]):
-        os.kill(os.getpid(), signal.SIGKILL)
-    return real_step(*args, **kwargs)
-Engine.step = step
-runpy.run_module("nerkit.train", run_name="__main__", alter_sys=True)
-"""
 
 
 def _env() -> dict:
@@ -76,8 +60,8 @@ def test_sigkill_mid_epoch_then_resume_gives_identical_weights_and_metrics(tiny_
     # Step 10 is the 4th of epoch 1: the newest checkpoint then is step 8, 2 steps into epoch 1.
     jobs = [subprocess.Popen(train + _overrides(tiny_bert_dir, data, plain), env=_env(), cwd=ROOT,
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True),
-            subprocess.Popen([sys.executable, "-c", KILL_AT_STEP, *_overrides(tiny_bert_dir, data, crashed)],
-                             env={**_env(), "KILL_AT_STEP": "10"}, cwd=ROOT,
+            subprocess.Popen([sys.executable, "-c", SIGNAL_AT_STEP, *_overrides(tiny_bert_dir, data, crashed)],
+                             env={**_env(), "SIGNAL_AT_STEP": "10", "STEP_SIGNAL": "SIGKILL"}, cwd=ROOT,
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)]
     (_, plain_err), (_, crash_err) = [job.communicate(timeout=300) for job in jobs]
     assert jobs[0].returncode == 0, plain_err

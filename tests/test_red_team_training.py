@@ -20,7 +20,7 @@ from nerkit.checkpoint import complete_checkpoints
 from nerkit.run_lock import LOCK_FILE, RunDirectoryBusy
 from nerkit.train import train
 from nerkit.validation import ConfigError, unknown_keys, validate_config
-from tests.helpers import TOY_SENTENCES, make_cfg, require, write_conll
+from tests.helpers import SIGNAL_AT_STEP, TOY_SENTENCES, make_cfg, require, write_conll
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -129,22 +129,6 @@ def test_a_second_training_into_the_same_run_directory_fails_at_once_naming_the_
 
 # --- case 17 --------------------------------------------------------------------------------------
 
-# `python -m nerkit.train`, sending itself SIGTERM when the engine starts its N-th optimizer step:
-# a signal in the middle of a step, at a chosen point, without racing a timer.
-TERM_AT_STEP = """
-import os, runpy, signal
-from nerkit.engine import Engine
-calls, real_step = 0, Engine.step
-def step(*args, **kwargs):
-    global calls
-    calls += 1
-    if calls == int(os.environ["TERM_AT_STEP"]):
-        os.kill(os.getpid(), signal.SIGTERM)
-    return real_step(*args, **kwargs)
-Engine.step = step
-runpy.run_module("nerkit.train", run_name="__main__", alter_sys=True)
-"""
-
 
 def _records(run_dir: Path) -> list[tuple]:
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
@@ -159,8 +143,8 @@ def test_sigterm_finishes_the_step_checkpoints_and_resumes_identically(tiny_bert
     train_command = [sys.executable, "-m", "nerkit.train"]
     jobs = [subprocess.Popen(train_command + common + [f"hydra.run.dir={plain}"], env=_env(), cwd=ROOT,
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True),
-            subprocess.Popen([sys.executable, "-c", TERM_AT_STEP, *common, f"hydra.run.dir={stopped}"],
-                             env={**_env(), "TERM_AT_STEP": "10"}, cwd=ROOT,
+            subprocess.Popen([sys.executable, "-c", SIGNAL_AT_STEP, *common, f"hydra.run.dir={stopped}"],
+                             env={**_env(), "SIGNAL_AT_STEP": "10", "STEP_SIGNAL": "SIGTERM"}, cwd=ROOT,
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)]
     (_, plain_err), (_, stop_err) = [job.communicate(timeout=300) for job in jobs]
     assert jobs[0].returncode == 0, plain_err
