@@ -74,9 +74,10 @@ def test_crf_never_decodes_a_forbidden_transition(scheme):
                 scores[..., i] += 5.0
     lengths = mask.sum(1).numpy()
     for row, n in zip(head.decoder().best_paths(scores.numpy(), lengths), lengths):
-        tags = [head.tags[t] for t in row[:n]]
-        assert head.scheme.allowed_start(tags[0]) and head.scheme.allowed_end(tags[-1])
-        assert all(head.scheme.allowed_transition(a, b) for a, b in itertools.pairwise(tags))
+        start, end, transition = head.scheme.allowed(head.tags)
+        path = row[:n]
+        assert start[path[0]] and end[path[-1]]
+        assert all(transition[a, b] for a, b in itertools.pairwise(path))
 
 
 def test_crf_forbidden_transitions_stay_pinned_during_training():

@@ -36,15 +36,12 @@ def test_tags_outside_the_scheme_are_rejected(tag):
 
 
 def test_allowed_transitions():
-    bio = get_scheme("BIO")
-    assert not bio.allowed_transition("O", "I-PER")
-    assert not bio.allowed_transition("B-LOC", "I-PER")
-    assert bio.allowed_transition("B-PER", "I-PER")
-    assert not bio.allowed_start("I-PER")
-    bioes = get_scheme("BIOES")
-    assert not bioes.allowed_transition("B-PER", "O")
-    assert bioes.allowed_transition("E-PER", "S-LOC")
-    assert not bioes.allowed_end("I-PER")
+    start, end, transition = get_scheme("BIO").allowed(["O", "B-PER", "I-PER", "B-LOC"])
+    assert not transition[0, 2] and not transition[3, 2] and transition[1, 2]  # O / B-LOC -> I-PER; B-PER -> I-PER
+    assert not start[2] and end.all()
+    start, end, transition = get_scheme("BIOES").allowed(["O", "B-PER", "I-PER", "E-PER", "S-LOC"])
+    assert not transition[1, 0] and transition[3, 4]  # B-PER -> O; E-PER -> S-LOC
+    assert not end[2] and not end[1] and end[3] and start[4]
 
 
 def test_one_span_with_two_labels_keeps_the_same_label_whatever_the_order():

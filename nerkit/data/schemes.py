@@ -131,14 +131,6 @@ class Scheme:
         end = np.ones(len(tags), dtype=bool) if self.name == "BIO" else closed
         return start, end, transition
 
-    def allowed_transition(self, prev: str, nxt: str) -> bool:
-        return bool(self.allowed([prev, nxt])[2][0, 1])
-
-    def allowed_start(self, tag: str) -> bool:
-        return bool(self.allowed([tag])[0][0])
-
-    def allowed_end(self, tag: str) -> bool:
-        return bool(self.allowed([tag])[1][0])
 
 SCHEMES = {
     "BIO": Scheme("BIO", frozenset({"B", "I"})),
