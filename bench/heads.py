@@ -55,10 +55,10 @@ from nerkit.train import train
 
 log = logging.getLogger("bench.heads")
 ROWS_DIR = RESULTS / "heads"
-# MiniLM rows train under bf16 autocast (bench/conll2003_full.py's recipe: twice as fast on this
-# CPU, F1 unchanged); the BiLSTM trains from scratch at a larger lr, in fp32 (a bf16 LSTM step is
-# 2-3x slower on CPU), for the default 3 epochs.
-MINILM = ["encoder=bert", "trainer.precision=bf16"]
+# Every row trains in fp32, conf/train.yaml's default and the same arithmetic on every CPU (bf16 is
+# emulated, about 13x slower, on CPUs without AVX-512 BF16 or AMX; rows of one table may come from
+# different machines). The BiLSTM trains from scratch at a larger lr, for the default 3 epochs.
+MINILM = ["encoder=bert", "trainer.precision=fp32"]
 BILSTM = ["encoder=bilstm", "trainer.lr=2e-3", "trainer.precision=fp32"]
 HEADS = {
     "softmax": ("softmax", ["head=softmax"]),
@@ -67,13 +67,22 @@ HEADS = {
     "global_pointer": ("GlobalPointer", ["head=global_pointer"]),
     "efficient_global_pointer": ("efficient GlobalPointer", ["head=efficient_global_pointer"]),
 }
+# GlobalPointer recipes for small flat data (the head starts from scratch; docs/comparison.md
+# found it very sensitive to its own lr): rows for the small-data variant only.
+GP_RECIPES = {
+    "global_pointer_lr3e-3": ("GlobalPointer, head lr 3e-3", ["head=global_pointer", "head.lr=3e-3"]),
+    "global_pointer_lr1e-2": ("GlobalPointer, head lr 1e-2", ["head=global_pointer", "head.lr=1e-2"]),
+}
 BASELINE = "baseline"
 # row -> (label, overrides of conf/train.yaml); the baseline row is the HF Trainer.
 ROWS: dict[str, tuple[str, list[str]]] = {
     **{name: (f"MiniLM + {label}", [*MINILM, *overrides]) for name, (label, overrides) in HEADS.items()},
     **{f"bilstm_{name}": (f"BiLSTM + {label}", [*BILSTM, *overrides]) for name, (label, overrides) in HEADS.items()},
-    BASELINE: ("HF AutoModelForTokenClassification + Trainer (bf16)", MINILM),
+    **{name: (f"MiniLM + {label}", [*MINILM, *overrides]) for name, (label, overrides) in GP_RECIPES.items()},
+    BASELINE: ("HF AutoModelForTokenClassification + Trainer", MINILM),
 }
+# Datasets that are a data config plus overrides: the small flat set of the GlobalPointer question.
+DATA_VARIANTS = {"conll2003_first3000": ("conll2003", ["+data.train.limit=3000"])}
 # The rows a dataset runs by default: Chinese has no offline BERT (MiniLM's vocabulary lacks most
 # characters), so Resume NER compares the heads on the character BiLSTM; a token-tag baseline
 # cannot represent nested entities.
@@ -81,9 +90,11 @@ DATASET_ROWS = {
     "conll2003": [*HEADS, "bilstm_crf", BASELINE],
     "resume_ner": [f"bilstm_{name}" for name in HEADS],
     "genia_nested": list(HEADS),
+    "conll2003_first3000": ["softmax", "crf", "global_pointer", *GP_RECIPES],
 }
 # The pairs the README states: (a, b) reads "a vs b"; the bilstm_ rows pair the same way.
-PAIRS = [("crf", "softmax"), ("crf", "crf_encoder_lr"), ("crf_encoder_lr", "softmax"), ("global_pointer", "softmax"),
+PAIRS = [*((recipe, "global_pointer") for recipe in GP_RECIPES), *((recipe, "softmax") for recipe in GP_RECIPES),
+         ("crf", "softmax"), ("crf", "crf_encoder_lr"), ("crf_encoder_lr", "softmax"), ("global_pointer", "softmax"),
          ("efficient_global_pointer", "global_pointer"), ("crf", "global_pointer"), ("crf", "efficient_global_pointer"),
          ("softmax", BASELINE), ("crf", BASELINE), ("crf", "bilstm_crf")]
 RESAMPLES = 1000
@@ -181,7 +192,8 @@ def documents_key(documents: Sequence[Document]) -> str:
 
 
 def common_overrides(data: str, seed: int) -> list[str]:
-    return [f"data={data}", f"seed={seed}", "trainer.device=cpu", "trainer.keep_checkpoints=0", "trainer.tensorboard=false",
+    config, variant = DATA_VARIANTS.get(data, (data, []))
+    return [f"data={config}", *variant, f"seed={seed}", "trainer.device=cpu", "trainer.keep_checkpoints=0", "trainer.tensorboard=false",
             "report_errors=false"]
 
 
@@ -189,7 +201,8 @@ def row_config(data: str, row: str, seed: int, limit: int | None = None) -> tupl
     """The row's training config and the smoke-test limits in it (``limit``: the first N
     sentences of every split; never for reported numbers)."""
     cfg = compose_cfg([*ROWS[row][1], *common_overrides(data, seed)])
-    limits = [f"+data.{split}.limit={limit}" for split in ("train", "dev", "test") if cfg.data.get(split)] if limit else []
+    limits = [f"{'' if 'limit' in cfg.data[split] else '+'}data.{split}.limit={limit}"
+              for split in ("train", "dev", "test") if cfg.data.get(split)] if limit else []
     return compose_cfg([*ROWS[row][1], *common_overrides(data, seed), *limits]), limits
 
 
