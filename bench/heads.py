@@ -152,15 +152,18 @@ def verdict(a: str, b: str, intervals: Sequence[Sequence[float] | None]) -> str:
 
 # --- one row ---------------------------------------------------------------------------------------
 
-def entity_counts(documents: Sequence[Document], predicted: Sequence[Sequence[tuple[int, int, str]]]) -> list[list[int]]:
+def entity_counts(documents: Sequence[Document], predicted: Sequence[Sequence[tuple[int, int, str]]],
+                  nested: bool = False) -> list[list[int]]:
     """Per document (true positives, predicted, gold) entities, counted as nerkit.evaluation.score
-    counts them (dataset tokens with overlaps removed, or exact character spans)."""
+    counts them: exact character spans; or dataset tokens, overlaps removed for a tag head's
+    scoring (``nested`` False) and every span kept for a span head's (``nested`` True)."""
     counts = []
     if scored_on_tokens(documents):
         stats = AlignmentStats()
         for doc, pred in zip(documents, predicted):
-            gold = set(remove_overlaps(gold_token_spans(doc, stats))[0])
-            pred = set(remove_overlaps(set(pred))[0])
+            gold, pred = set(gold_token_spans(doc, stats)), set(pred)
+            if not nested:
+                gold, pred = set(remove_overlaps(gold)[0]), set(remove_overlaps(pred)[0])
             counts.append([len(gold & pred), len(pred), len(gold)])
     else:
         for doc, pred in zip(documents, predicted):
@@ -169,18 +172,19 @@ def entity_counts(documents: Sequence[Document], predicted: Sequence[Sequence[tu
     return counts
 
 
-def nerkit_predictions(run_dir: Path, documents: Sequence[Document]) -> list[list[tuple[int, int, str]]]:
+def nerkit_predictions(run_dir: Path, documents: Sequence[Document]) -> tuple[list[list[tuple[int, int, str]]], bool]:
     """The best model's predictions in the scoring units, as the engine evaluates it (fp32
-    weights, the training precision's autocast)."""
+    weights, the training precision's autocast), and whether its decoder's spans may nest (a span
+    head's predictions are scored with every span kept, as the engine and a user see them)."""
     model, cfg = NerModel.load(run_dir, "cpu")
     predictor = Predictor(model, cfg.max_length, cfg.stride, cfg.trainer.eval_batch_size, "cpu",
                           cfg.get("truncate", False), precision=cfg.trainer.precision)
     encodings = predictor.text_encoder.encode([d.text for d in documents], [d.tokens for d in documents])
     spans = predictor.predict_encoded(encodings)
     if scored_on_tokens(documents):
-        return [[(s, e, label) for s, e, label, _ in doc_spans] for doc_spans in spans]
+        return [[(s, e, label) for s, e, label, _ in doc_spans] for doc_spans in spans], predictor.nested
     return [[(*word_to_char_span(enc, s, e), label) for s, e, label, _ in doc_spans]
-            for enc, doc_spans in zip(encodings, spans)]
+            for enc, doc_spans in zip(encodings, spans)], predictor.nested
 
 
 def documents_key(documents: Sequence[Document]) -> str:
@@ -228,18 +232,18 @@ def run_row(data: str, row: str, seed: int, cfg: DictConfig, limits: list[str], 
                                      seed=seed, max_length=cfg.max_length, precision=cfg.trainer.precision)
         scheme = cfg.data[split].get("scheme", "BIO")
         info, predicted = baseline_row(hf_args, splits["train"], splits["dev"], documents, scheme)
-        dev_history, engine_f1 = info["dev_history"], info["test_f1"]
+        dev_history, engine_f1, nested = info["dev_history"], info["test_f1"], False
     else:
         run_dir = RUNS / "heads" / data / f"{row}_seed{seed}"
         train(cfg, run_dir)
         metrics = json.loads((run_dir / "metrics.json").read_text())
         dev_history = [h["dev"]["f1"] for h in metrics["history"]]
         engine_f1 = metrics["test"]["f1"] if split == "test" else metrics["best_dev_f1"]
-        predicted = nerkit_predictions(run_dir, documents)
+        predicted, nested = nerkit_predictions(run_dir, documents)
     train_s = time.perf_counter() - started
     scheme = cfg.data[split].get("scheme") or "BIO"
-    metrics = score(documents, predicted, scheme)
-    counts = entity_counts(documents, predicted)
+    metrics = score(documents, predicted, scheme, nested=nested)
+    counts = entity_counts(documents, predicted, nested)
     if not math.isclose(float(micro_f1(np.asarray(counts))), metrics["f1"], abs_tol=1e-12):
         raise AssertionError(f"{data}/{row}: per-sentence counts give F1 {micro_f1(np.asarray(counts))}, "
                              f"nerkit.evaluation.score {metrics['f1']}")
