@@ -3,13 +3,15 @@ the fp32 predictions; the compiled encoder gives the eager one's; impossible pre
 from __future__ import annotations
 
 import itertools
+import logging
 
 import pytest
 import torch
 
 from nerkit.cli import load_predictor
 from nerkit.model import NerModel
-from nerkit.precision import default_precision
+from nerkit import precision as precision_module
+from nerkit.precision import check_precision, default_precision
 from nerkit.predict import Predictor
 from tests.helpers import make_cfg, save_tiny_run
 
@@ -56,6 +58,18 @@ def test_precision_is_checked_and_auto_picks_the_hardware_default(model):
         Predictor(model, precision="fp16")
     with pytest.raises(ValueError, match="precision must be one of"):
         Predictor(model, precision="int8")
+
+
+@pytest.mark.parametrize("has_bf16", [False, True])
+def test_bf16_on_a_cpu_without_bf16_units_warns_once(monkeypatch, caplog, has_bf16):
+    monkeypatch.setattr(precision_module, "cpu_has_bf16", lambda: has_bf16)
+    precision_module.warn_emulated_bf16.cache_clear()
+    with caplog.at_level(logging.WARNING, logger="nerkit.precision"):
+        assert [check_precision("bf16", "cpu") for _ in range(3)] == ["bf16"] * 3
+        check_precision("fp32", "cpu")
+    warnings = [r.getMessage() for r in caplog.records if "emulates it" in r.getMessage()]
+    assert len(warnings) == (0 if has_bf16 else 1)
+    precision_module.warn_emulated_bf16.cache_clear()
 
 
 @pytest.fixture(scope="module")
