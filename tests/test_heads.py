@@ -54,6 +54,23 @@ def test_each_head_learns_a_tiny_example(head_cls):
 
 
 @pytest.mark.parametrize("head_cls", [GlobalPointerHead, EfficientGlobalPointerHead])
+def test_span_threshold_trades_precision_for_recall(head_cls):
+    """``threshold`` (conf/head) is the logit a span must exceed: every span found at a higher
+    threshold is found at a lower one, and the decoder (also the exported spec) carries it."""
+    torch.manual_seed(1)
+    hidden, mask = batch(lengths=(7, 5))
+    found = {}
+    for threshold in (-2.0, 0.0, 2.0):
+        torch.manual_seed(2)  # the same weights at every threshold
+        head = head_cls(16, TYPES, threshold=threshold).eval()
+        assert head.decoder().spec()["threshold"] == threshold
+        found[threshold] = {(r, s, e, lab) for r, row in enumerate(head.decode(head(hidden, mask), mask))
+                            for s, e, lab, _ in row}
+    assert found[2.0] <= found[0.0] <= found[-2.0]
+    assert len(found[-2.0]) > len(found[2.0])
+
+
+@pytest.mark.parametrize("head_cls", [GlobalPointerHead, EfficientGlobalPointerHead])
 def test_global_pointer_recovers_nested_entities(head_cls):
     hidden, mask = batch(lengths=(6,))
     gold = [[(0, 4, 0), (1, 3, 1), (1, 2, 0)]]  # a LOC containing a PER containing a LOC

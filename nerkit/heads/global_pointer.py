@@ -47,10 +47,12 @@ class GlobalPointerHead(Head):
         rope: bool = True,
         dropout: float = 0.1,
         lr: float | None = None,
+        threshold: float = 0.0,
     ):
         super().__init__(hidden_size, entity_types, lr)
         self.head_size = head_size
         self.rope = rope
+        self.threshold = float(threshold)
         self.dropout = nn.Dropout(dropout)
         self.build_layers()
 
@@ -84,7 +86,7 @@ class GlobalPointerHead(Head):
         return 6 * 4 * rows * n_types * words**2, f"{rows} windows x {n_types} types x {words}^2 word pairs"
 
     def decoder(self) -> SpanDecoder:
-        return SpanDecoder(self.entity_types, threshold=0.0)  # a span is an entity when its logit is positive
+        return SpanDecoder(self.entity_types, threshold=self.threshold)
 
 
 class EfficientGlobalPointerHead(GlobalPointerHead):
