@@ -145,12 +145,13 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence]) -> str:
     return "\n".join(lines)
 
 
-def save_results(name: str, results: dict, table: str) -> Path:
-    """Write bench/results/<name>.json and <name>.md (the table), and print the table."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{name}.json"
+def save_results(name: str, results: dict, table: str, directory: Path = RESULTS) -> Path:
+    """Write <directory>/<name>.json and <name>.md (the table; bench/results/ unless a smoke run
+    writes elsewhere), and print the table."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{name}.json"
     path.write_text(json.dumps(results, indent=1, ensure_ascii=False))
-    (RESULTS / f"{name}.md").write_text(table + "\n")
+    (directory / f"{name}.md").write_text(table + "\n")
     print(table)
     print(f"\nwrote {path}")
     return path
@@ -161,6 +162,13 @@ def window_lengths(text_encoder, texts: Sequence[str]) -> list[int]:
     tokens included: the unit of every tokens/s figure in bench/."""
     specials = len(text_encoder.prefix_ids) + len(text_encoder.suffix_ids)
     return [w.token_end - w.token_start + specials for enc in text_encoder.encode(texts) for w in enc.windows]
+
+
+def text_tokens(tokenizer, texts: Sequence[str]) -> list[int]:
+    """Sub-word tokens of each text's own characters, counted once: no special tokens, no padding,
+    and no token twice where windows overlap. Every system predicting the same texts is credited
+    with the same work, however it cuts or pads them."""
+    return [len(ids) for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
 
 
 def batch_tokens(cfg: DictConfig) -> list[tuple[int, int]]:

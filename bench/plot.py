@@ -32,7 +32,7 @@ def plot_speed(results: dict) -> None:
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.8), squeeze=False)
     for ax, key in zip(axes[0], panels):
         if key == "long":
-            for precision in ("fp32", "bf16"):
+            for precision in (p for p in ("fp32", "bf16", "fp16") if p in results["long"]):
                 docs = results["long"][precision]["documents"]
                 ax.plot([d["tokens"] for d in docs], [d["us_per_token"] for d in docs], "o-", label=precision)
             ax.set_xscale("log")
@@ -42,15 +42,20 @@ def plot_speed(results: dict) -> None:
             ax.set_title("long documents (goal: flat)")
             ax.legend(fontsize=8)
             continue
-        systems = results[key]["systems"]
+        part = results[key]
+        if "by_threads" in part:  # predict at every thread count: the most threads
+            threads, part = max(part["by_threads"].items(), key=lambda item: int(item[0]))
+            ax.set_title(f"predict, {threads} threads")
+        systems = part["systems"]
         names = list(systems)
         values = [systems[n]["tokens_per_s" if key == "predict" else "real_tokens_per_s"] for n in names]
         ax.barh(names, values, color=["tab:blue" if n.startswith("nerkit") else "tab:gray" for n in names])
         if key == "predict":
             ax.axvline(results["goals"]["predict_bf16_tokens_per_s"], ls="--", c="tab:red", label="goal (nerkit bf16)")
             ax.legend(fontsize=8)
-        ax.set_xlabel("real tokens/s")
-        ax.set_title(key)
+        ax.set_xlabel("text tokens/s" if "text_tokens" in part else "real tokens/s")
+        if not ax.get_title():
+            ax.set_title(key)
         ax.tick_params(axis="y", labelsize=8)
     fig.tight_layout()
     fig.savefig(RESULTS / "speed.png", dpi=120)

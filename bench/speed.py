@@ -1,35 +1,46 @@
-"""Speed at the hardware's limit: nerkit against every baseline at its strongest, in one process.
+"""Speed at the hardware's limit: nerkit against every baseline at its strongest, in one process per thread count.
 
-    python -m bench.speed [--run-dir bench/runs/speed_model] [--limit N] [--rounds 3] [--threads 2]
+    python -m bench.speed [--run-dir bench/runs/speed_model] [--limit N] [--rounds 3] [--threads 1,2]
+                          [--parts predict,agreement,long,train] [--out PATH.json]
 
-* predict, CoNLL-2003 test sentences as raw text (tokens joined by spaces), all systems holding
-  the same weights:
-  - nerkit ``Predictor.from_run`` at fp32, at bf16 (bf16 encoder weights, autocast) and at bf16
-    with ``compile=True`` (``torch.compile`` of the encoder);
+* predict, CoNLL-2003 test sentences as raw text, all systems holding the same weights, run once
+  per ``--threads`` count (default 1 and 2), each in a fresh process whose torch, ONNX Runtime and
+  tokenizer thread pools hold that many threads:
+  - nerkit ``Predictor.from_run`` (as users load it) at fp32 and, where the hardware has bf16
+    units, at bf16 (bf16 encoder weights, autocast) and at bf16 with ``compile=True``
+    (``torch.compile`` of the encoder);
   - HF ``pipeline("token-classification", aggregation_strategy="first")`` (first sub-token, as
-    nerkit) with fp32 weights and with bf16 weights (``torch_dtype=bfloat16``), each at the
-    fastest batch size of {1, 8, 32, 64} (picked on the first ``--sweep-texts`` texts);
-  - ONNX Runtime on the exported fp32 graph and on its int8 dynamic quantisation
-    (``onnxruntime.quantization.quantize_dynamic``), tokenising/decoding as nerkit.
-  Every system runs once over the texts before the rounds (untimed: kernel, shape and compile
-  caches). Systems alternate in a rotating order within each round; every ratio is taken inside
-  a round and reported as the median and the worst over rounds. Throughput is real (non-padding) tokens
-  per second: the model's input tokens of every window, special tokens included, padding not.
-  Matmul peaks (1024^3 products) in fp32 and bf16 are measured in every round; each system's
-  share is encoder FLOPs per second over the peak of its precision.
+    nerkit) at its strongest: fp32 weights and, where the hardware has bf16 units, bf16 weights
+    (``torch_dtype=bfloat16``); the texts sorted by length (sort, predict, unsort: a one-line user
+    trick); the batch size of {1, 8, 16, 32, 64} with the lowest median of ``--sweep-repeats``
+    timings, each after a warm-up pass, over the texts of the rounds (or the first ``--sweep-texts``);
+  - ONNX Runtime on the exported fp32 graph, tokenising/decoding as nerkit (int8 is bench/int8.py's).
+  bf16 is not timed on a CPU without AVX-512 BF16 or AMX (oneDNN would emulate it, many times
+  slower than fp32); the results say so. Every system runs once over the texts before the
+  rounds (untimed: kernel, shape and compile caches). Systems alternate in a rotating order
+  within each round. The headline is nerkit's fastest ``Predictor`` row over the pipeline's
+  fastest row, each at its best precision: a ratio taken inside each round, reported as the
+  median and the worst (lowest) round, at every thread count.
+  Throughput is text tokens per second: each text's sub-word tokens counted once (the tokenizer
+  without special tokens): no [CLS]/[SEP], no padding, no window overlap, the same count for
+  every system. Matmul peaks (1024^3 products) of every timed precision are measured in every
+  round; each system's share is encoder FLOPs (of nerkit's windows) per second over the peak.
   Quality: entity agreement (shared / union of (start, end, label)) with nerkit fp32, and
   seqeval strict F1 on the CoNLL tokens against the gold test set.
 * agreement: nerkit bf16 against fp32 on the whole CoNLL-2003 test set (entity agreement, F1).
-* long documents: per-token time at 1k, 10k and 100k tokens (``--long-sizes``), fp32 and bf16;
-  peak memory of the longest document in bf16, in a fresh process.
+* long documents: per-token time at 1k, 10k and 100k tokens (``--long-sizes``) at every timed
+  precision; peak memory of the longest document at the best one, in a fresh process.
 * train: one epoch over the first ``--train-sentences`` train sentences, nerkit vs the HF
   ``Trainer`` with ``train_sampling_strategy="group_by_length"`` (transformers 5's
   ``group_by_length``), fp32 and bf16 (``TrainingArguments(bf16=True)``; nerkit: its
   ``trainer.precision``), real tokens per second; and nerkit fp32 with round one's optimizer
   (``trainer.fused_optimizer=false``: torch's default unfused AdamW), the baseline of the training goal.
+  agreement, long and train run at the largest ``--threads`` count.
 
-Writes bench/results/speed.json and speed.md, stamped with commit, dirty flag and load average
-at the start (other jobs on the machine slow every system alike within a round, not across).
+Writes bench/results/speed.json and speed.md (or ``--out`` and the .md beside it), stamped with
+commit, dirty flag and load average at the start, and each predict thread count with its own
+stamp (its threads, load average at its start and end). Other jobs on the machine slow every
+system alike within a round, not across. ``--parts predict`` reruns one part and keeps the others.
 ``--device cuda`` runs the same comparison on a GPU, fp16 rows beside bf16, no ONNX, into
 bench/results/speed_cuda.json and .md (``python -m bench.speed --device cuda --threads 16``).
 """
@@ -45,6 +56,7 @@ import statistics
 import tempfile
 import threading
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import psutil
@@ -74,12 +86,14 @@ from bench.common import (
     save_results,
     seqeval_strict,
     spans_to_iob2,
+    text_tokens,
     window_lengths,
     write_subset,
 )
 from nerkit.config import embedded_model_path
 from nerkit.data.readers import read_conll
 from nerkit.model import NerModel
+from nerkit.precision import cpu_has_bf16
 from nerkit.predict import Predictor
 
 log = logging.getLogger("bench.speed")
@@ -92,14 +106,14 @@ GOALS = {
     "train_bf16_vs_fp32": 2.0,
     "train_vs_trainer_same_precision": 1.2,
 }
-PIPELINE_BATCH_SIZES = (1, 8, 32, 64)
+PIPELINE_BATCH_SIZES = (1, 8, 16, 32, 64)
 
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def low_precisions(device: str) -> list[str]:
-    """The mixed precisions compared on ``device``: bf16 on CPU; bf16 and fp16 on a GPU."""
+    """The mixed precisions the train part compares on ``device``: bf16 on CPU; bf16 and fp16 on a GPU."""
     return ["bf16", "fp16"] if torch.device(device).type == "cuda" else ["bf16"]
 
 
@@ -142,16 +156,41 @@ def load_model(run_dir: Path) -> NerModel:
 
 # --- predict ------------------------------------------------------------------------------------
 
-class PipelineSystem:
-    """The HF pipeline as a callable texts -> [(start, end, label)] per text."""
+def timed_precisions(device: str) -> tuple[list[str], dict[str, str]]:
+    """The precisions whose predict speed is worth timing on ``device``, and why each other one is
+    not: bf16 only where the hardware has bf16 units (elsewhere oneDNN emulates it, many times
+    slower than fp32: timing it would say nothing about either system)."""
+    if torch.device(device).type == "cuda":
+        if torch.cuda.is_bf16_supported():
+            return ["fp32", "bf16", "fp16"], {}
+        return ["fp32", "fp16"], {"bf16": f"{torch.cuda.get_device_name(device)} has no bf16 support"}
+    if cpu_has_bf16():
+        return ["fp32", "bf16"], {}
+    return ["fp32"], {"bf16": "this CPU has no bf16 matmul units (AVX-512 BF16 or AMX); oneDNN would emulate bf16, "
+                              "many times slower than fp32 (13x for a MiniLM training step), so bf16 rows were not timed"}
 
-    def __init__(self, twin: torch.nn.Module, tokenizer, batch_size: int, device: str):
+
+def fastest_batch_size(seconds: dict[int, list[float]]) -> int:
+    """The batch size with the lowest median time over its timings (a tie: the smaller batch)."""
+    return min(seconds, key=lambda batch_size: (statistics.median(seconds[batch_size]), batch_size))
+
+
+class PipelineSystem:
+    """The HF pipeline as a user at their best runs it: the texts sorted by length (each batch
+    pads to its longest text, so alike lengths pad little), predicted at ``batch_size``, and
+    their entities put back in the texts' order."""
+
+    def __init__(self, twin: torch.nn.Module, tokenizer, device: str, batch_size: int = 1):
         self.batch_size = batch_size
         self.pipe = pipeline("token-classification", model=twin, tokenizer=tokenizer,
-                             aggregation_strategy="first", batch_size=batch_size, device=device)
+                             aggregation_strategy="first", device=device)
 
     def __call__(self, texts: list[str]) -> list[set]:
-        return [{(e["start"], e["end"], e["entity_group"]) for e in ents} for ents in self.pipe(texts)]
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        out: list[set] = [set()] * len(texts)
+        for i, ents in zip(order, self.pipe([texts[i] for i in order], batch_size=self.batch_size)):
+            out[i] = {(e["start"], e["end"], e["entity_group"]) for e in ents}
+        return out
 
 
 class NerkitSystem:
@@ -162,37 +201,30 @@ class NerkitSystem:
         return [{(e.start, e.end, e.label) for e in ents} for ents in self.predictor.predict(texts)]
 
 
-def fastest_pipeline(model: NerModel, dtype: torch.dtype, texts: list[str], device: str) -> tuple[PipelineSystem, dict]:
-    twin = hf_twin(model).to(device=device, dtype=dtype)
+def seconds_of(system, texts: list[str]) -> float:
+    t0 = time.perf_counter()
+    system(texts)  # Python entities come back: the device has finished
+    return time.perf_counter() - t0
+
+
+def sweep_batch_sizes(system: PipelineSystem, texts: list[str], repeats: int) -> dict[int, list[float]]:
+    """Every batch size of PIPELINE_BATCH_SIZES timed ``repeats`` times over ``texts`` after an
+    untimed pass at that size (its shapes warm); leaves ``system`` at the fastest."""
     seconds = {}
     for batch_size in PIPELINE_BATCH_SIZES:
-        system = PipelineSystem(twin, model.encoder.tokenizer, batch_size, device)
-        system(texts[:8])  # warm up
-        t0 = time.perf_counter()
+        system.batch_size = batch_size
         system(texts)
-        seconds[batch_size] = time.perf_counter() - t0
-        log.info("pipeline %s batch %d: %.2f s on %d texts", dtype, batch_size, seconds[batch_size], len(texts))
-    best = min(seconds, key=seconds.get)
-    return PipelineSystem(twin, model.encoder.tokenizer, best, device), seconds
+        seconds[batch_size] = [seconds_of(system, texts) for _ in range(repeats)]
+        log.info("%s texts, batch %d: %s s", len(texts), batch_size, seconds[batch_size])
+    system.batch_size = fastest_batch_size(seconds)
+    return seconds
 
 
-def onnx_systems(run_dir: Path, args: argparse.Namespace, workdir: Path) -> dict:
-    import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
+def export_graph(run_dir: Path) -> Path:
+    """The run's fp32 ONNX graph, exported once for every thread count's process."""
     from nerkit.export import export_onnx
-    from nerkit.onnx_predict import WEIGHTS_HASH, OnnxPredictor
 
-    fp32_path = export_onnx(run_dir, workdir / "model.onnx")
-    int8_path = workdir / "model_int8.onnx"
-    quantize_dynamic(str(fp32_path), str(int8_path), weight_type=QuantType.QInt8)
-    quantized = onnx.load(str(int8_path))
-    stamp = {p.key: p.value for p in onnx.load(str(fp32_path), load_external_data=False).metadata_props}[WEIGHTS_HASH]
-    if WEIGHTS_HASH not in {p.key for p in quantized.metadata_props}:  # keep the weights stamp the loader checks
-        onnx.helper.set_model_props(quantized, {WEIGHTS_HASH: stamp})
-        onnx.save(quantized, str(int8_path))
-    return {name: NerkitSystem(OnnxPredictor.from_run(run_dir, path, args.batch_size, threads=args.threads))
-            for name, path in (("onnx fp32", fp32_path), ("onnx int8 (dynamic)", int8_path))}
+    return export_onnx(run_dir, Path(tempfile.mkdtemp(prefix="nerkit-bench-onnx-")) / "model.onnx")
 
 
 def f1_against_gold(docs, predicted: list[set]) -> float:
@@ -206,76 +238,102 @@ def agreement(a: list[set], b: list[set]) -> float:
     return sum(len(x & y) for x, y in zip(a, b)) / union if union else 1.0
 
 
-def bench_predict(model: NerModel, run_dir: Path, docs, args: argparse.Namespace) -> dict:
+def predict_at(threads: int, run_dir: Path, onnx_path: Path | None, args: argparse.Namespace) -> dict:
+    """The whole predict comparison at ``threads`` threads, in a fresh process (``bench_predict``
+    spawns one per thread count): torch's, ONNX Runtime's and the tokenizer's thread pools all
+    hold ``threads`` from the start, and no cache carries over from another thread count."""
+    os.environ["RAYON_NUM_THREADS"] = str(threads)  # the fast tokenizer's pool, read at its first batch
+    torch.set_num_threads(threads)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("nerkit").setLevel(logging.WARNING)
+    stamp = machine_info()  # after the threads are set: the stamp records them
+    model = load_model(run_dir)
+    docs = read_conll(CONLL / "test.txt")[: args.limit]
     texts = [d.text for d in docs]
-    systems, sweep = {}, {}
-    # ONNX (on CPU) first: exporting resets torch.compile's caches, which the compiled system below fills.
-    if "onnx" not in args.skip and args.device == "cpu":
-        systems.update(onnx_systems(run_dir, args, Path(tempfile.mkdtemp(prefix="nerkit-bench-onnx-"))))
-    precisions = ["fp32", *low_precisions(args.device)]
-    for precision in precisions:
+    sweep_texts = texts[: args.sweep_texts] if args.sweep_texts else texts
+    run, skipped = timed_precisions(args.device)
+    systems, precision_of, sweep = {}, {}, {}
+    if onnx_path is not None:
+        from nerkit.onnx_predict import OnnxPredictor
+
+        systems["onnx fp32"] = NerkitSystem(OnnxPredictor.from_run(run_dir, onnx_path, args.batch_size, threads=threads))
+        precision_of["onnx fp32"] = "fp32"
+    for precision in run:
         name = f"pipeline {precision}"
-        systems[name], sweep[name] = fastest_pipeline(model, DTYPES[precision], texts[: args.sweep_texts], args.device)
+        twin = hf_twin(model).to(device=args.device, dtype=DTYPES[precision])
+        systems[name], precision_of[name] = PipelineSystem(twin, model.encoder.tokenizer, args.device), precision
+        sweep[name] = sweep_batch_sizes(systems[name], sweep_texts, args.sweep_repeats)
     # nerkit as users load it (Predictor.from_run: in bf16 the encoder's weights are bf16 too).
-    load = functools.partial(Predictor.from_run, run_dir, args.device, args.batch_size)
-    fp32 = load(precision="fp32")
-    systems.update({f"nerkit {precision}": NerkitSystem(fp32 if precision == "fp32" else load(precision=precision))
-                    for precision in precisions})
-    t0 = time.perf_counter()
-    systems["nerkit bf16 compiled"] = NerkitSystem(load(precision="bf16", compile=True))
-    compile_seconds = time.perf_counter() - t0
+    for precision in run:
+        systems[f"nerkit {precision}"] = NerkitSystem(Predictor.from_run(run_dir, args.device, args.batch_size,
+                                                                         precision=precision))
+        precision_of[f"nerkit {precision}"] = precision
+    compile_seconds = None
+    if "bf16" in run:  # torch.compile of the bf16 encoder: where bf16 is timed at all
+        t0 = time.perf_counter()
+        systems["nerkit bf16 compiled"] = NerkitSystem(Predictor.from_run(run_dir, args.device, args.batch_size,
+                                                                          precision="bf16", compile=True))
+        compile_seconds, precision_of["nerkit bf16 compiled"] = time.perf_counter() - t0, "bf16"
     for system in systems.values():  # every system once over the texts, untimed: kernel, shape and compile caches
         system(texts)
-    precision_of = {"nerkit bf16 compiled": "bf16", "onnx fp32": "fp32", "onnx int8 (dynamic)": "int8",
-                    **{f"{side} {p}": p for side in ("nerkit", "pipeline") for p in precisions}}
 
-    lengths = window_lengths(fp32.text_encoder, texts)
-    real_tokens, flops = sum(lengths), encoder_flops(model, lengths)
-
+    tokens = sum(text_tokens(model.encoder.tokenizer, texts))
+    windows = window_lengths(systems["nerkit fp32"].predictor.text_encoder, texts)
+    flops = encoder_flops(model, windows)
     names = list(systems)
     outputs: dict[str, list[set]] = {}
     rounds = []
     for r in range(args.rounds):
-        timing: dict[str, float] = {}
+        seconds: dict[str, float] = {}
         for name in names[r % len(names):] + names[: r % len(names)]:  # rotate who goes first
             t0 = time.perf_counter()
-            out = systems[name](texts)  # Python entities: the device has finished
-            timing[name] = time.perf_counter() - t0
-            outputs.setdefault(name, out)
-        peaks = {p: matmul_flops(DTYPES[p], args.device) for p in precisions}
-        row = {"seconds": timing, "matmul_gflops": {k: v / 1e9 for k, v in peaks.items()},
-               "tokens_per_s": {n: real_tokens / t for n, t in timing.items()},
-               "peak_share": {n: flops / t / peaks[precision_of[n]] for n, t in timing.items() if precision_of[n] in peaks}}
-        row["nerkit_bf16_vs"] = {n: timing[n] / timing["nerkit bf16"] for n in names if n != "nerkit bf16"}
-        log.info("predict round %d: %s", r, row)
-        rounds.append(row)
+            outputs.setdefault(name, systems[name](texts))
+            seconds[name] = time.perf_counter() - t0
+        peaks = {p: matmul_flops(DTYPES[p], args.device) for p in run}
+        rounds.append({"seconds": seconds, "matmul_gflops": {p: v / 1e9 for p, v in peaks.items()},
+                       "tokens_per_s": {n: tokens / t for n, t in seconds.items()},
+                       "peak_share": {n: flops / t / peaks[precision_of[n]] for n, t in seconds.items()}})
+        log.info("predict at %d threads, round %d: %s", threads, r, rounds[-1])
 
-    def med(*keys):
-        values = [r for r in rounds]
-        for k in keys:
-            values = [v[k] for v in values]
-        return statistics.median(values)
+    def median_seconds(name: str) -> float:
+        return statistics.median(r["seconds"][name] for r in rounds)
 
+    best_nerkit = min((n for n in names if n.startswith("nerkit ")), key=median_seconds)
+    best_pipeline = min((n for n in names if n.startswith("pipeline ")), key=median_seconds)
     summary = {}
     for name in names:
+        vs_pipeline = [r["seconds"][best_pipeline] / r["seconds"][name] for r in rounds]
         summary[name] = {
-            "precision": precision_of[name], "seconds": med("seconds", name), "tokens_per_s": med("tokens_per_s", name),
+            "precision": precision_of[name], "seconds": median_seconds(name),
+            "tokens_per_s": statistics.median(r["tokens_per_s"][name] for r in rounds),
             "tokens_per_s_worst": min(r["tokens_per_s"][name] for r in rounds),
-            "peak_share": med("peak_share", name) if name in rounds[0]["peak_share"] else None,
+            "peak_share": statistics.median(r["peak_share"][name] for r in rounds),
+            "vs_best_pipeline_median": statistics.median(vs_pipeline), "vs_best_pipeline_worst": min(vs_pipeline),
             "agreement_with_nerkit_fp32": agreement(outputs[name], outputs["nerkit fp32"]),
             "f1": f1_against_gold(docs, outputs[name]),
         }
-        if name != "nerkit bf16":
-            ratios = [r["nerkit_bf16_vs"][name] for r in rounds]
-            summary[name]["nerkit_bf16_speedup_median"] = statistics.median(ratios)
-            summary[name]["nerkit_bf16_speedup_worst"] = min(ratios)
         if name in sweep:
-            summary[name]["batch_size"] = systems[name].batch_size
-            summary[name]["sweep_seconds"] = sweep[name]
-    return {"texts": len(texts), "real_tokens": real_tokens, "windows": len(lengths), "batch_size": args.batch_size,
-            "compile_seconds": compile_seconds, "flops_per_real_token": flops / real_tokens, "systems": summary,
-            "bf16_f1_difference_points": 100 * (summary["nerkit bf16"]["f1"] - summary["nerkit fp32"]["f1"]),
+            summary[name] |= {"batch_size": systems[name].batch_size, "sweep_seconds": sweep[name]}
+    stamp["load_average_end"] = list(os.getloadavg())
+    return {"threads": threads, "machine": stamp, "texts": len(texts), "text_tokens": tokens, "windows": len(windows),
+            "window_tokens": sum(windows), "flops_per_text_token": flops / tokens, "batch_size": args.batch_size,
+            "sweep_texts": len(sweep_texts), "sweep_repeats": args.sweep_repeats, "compile_seconds": compile_seconds,
+            "skipped": skipped, "systems": summary, "best_nerkit": best_nerkit, "best_pipeline": best_pipeline,
+            "speedup": {"median": summary[best_nerkit]["vs_best_pipeline_median"],
+                        "worst": summary[best_nerkit]["vs_best_pipeline_worst"]},
             "rounds": rounds}
+
+
+def bench_predict(run_dir: Path, args: argparse.Namespace, save) -> dict:
+    """``predict_at`` once per thread count, each in its own process; ``save`` is called with the
+    thread counts done so far, so that a run cut short keeps them."""
+    onnx_path = export_graph(run_dir) if args.onnx and torch.device(args.device).type == "cpu" else None
+    out: dict = {"by_threads": {}}
+    for threads in args.threads:
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+            out["by_threads"][str(threads)] = pool.submit(predict_at, threads, run_dir, onnx_path, args).result()
+        save(out)
+    return out
 
 
 def bench_agreement(run_dir: Path, args: argparse.Namespace) -> dict:
@@ -310,7 +368,7 @@ def long_document(n_tokens: int, tokenizer) -> str:
 def _peak_rss_child(run_dir: Path, text: str, args: argparse.Namespace, precision: str, queue) -> None:
     """In a fresh process: time, entities, and RSS before and at peak (sampled every 5 ms)
     while predicting ``text``."""
-    torch.set_num_threads(args.threads)
+    torch.set_num_threads(max(args.threads))  # the other parts run at the largest thread count
     predictor = Predictor.from_run(run_dir, "cpu", args.batch_size, precision=precision)
     predictor.predict(["warm up the allocator with a short text ."])
     process, peak, done = psutil.Process(), [0], threading.Event()
@@ -336,7 +394,8 @@ def bench_long(model: NerModel, run_dir: Path, args: argparse.Namespace) -> dict
     tokenizer = model.encoder.tokenizer
     texts = {n: long_document(n, tokenizer) for n in args.long_sizes}
     out = {}
-    for precision in ("fp32", "bf16"):
+    run, _ = timed_precisions(args.device)
+    for precision in run:
         predictor = Predictor.from_run(run_dir, args.device, args.batch_size, precision=precision)
         predictor.predict([texts[args.long_sizes[0]]])  # warm up
         rows = []
@@ -357,7 +416,7 @@ def bench_long(model: NerModel, run_dir: Path, args: argparse.Namespace) -> dict
     # Peak memory of the 100k-token document in a fresh process, so that it is its own.
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()
-    child = context.Process(target=_peak_rss_child, args=(run_dir, texts[args.long_sizes[-1]], args, "bf16", queue))
+    child = context.Process(target=_peak_rss_child, args=(run_dir, texts[args.long_sizes[-1]], args, run[-1], queue))
     child.start()
     out["memory_100k"] = queue.get()
     child.join()
@@ -457,11 +516,28 @@ def bench_train(args: argparse.Namespace) -> dict:
 
 # --- main -----------------------------------------------------------------------------------------
 
+PARTS = ("predict", "agreement", "long", "train")
+
+
+def comma_list(kind, choices: tuple = ()):
+    """An argparse type: "a,b" -> [kind(a), kind(b)], each one of ``choices`` if given."""
+    def parse(value: str) -> list:
+        items = [kind(v) for v in value.split(",") if v.strip()]
+        bad = [v for v in items if (choices and v not in choices) or (kind is int and v < 1)]
+        if not items or bad:
+            raise argparse.ArgumentTypeError(f"{value!r}: expected a comma-separated list of "
+                                             + (", ".join(choices) if choices else "positive integers"))
+        return items
+    return parse
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run-dir", type=Path, default=RUNS / "speed_model", help="trained softmax run")
     parser.add_argument("--limit", type=int, default=1000, help="first N test sentences")
-    parser.add_argument("--sweep-texts", type=int, default=200, help="texts on which the pipeline batch size is picked")
+    parser.add_argument("--sweep-texts", type=int, default=0,
+                        help="texts on which the pipeline's batch size is picked (0: all the texts of the rounds)")
+    parser.add_argument("--sweep-repeats", type=int, default=3, help="timings per pipeline batch size, after a warm-up")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--max-length", type=int, default=128)
@@ -470,39 +546,134 @@ def main() -> None:
     parser.add_argument("--train-sentences", type=int, default=800, help="one epoch over the first N train sentences")
     parser.add_argument("--long-sizes", type=int, nargs="+", default=[1_000, 10_000, 100_000],
                         help="long-document lengths in tokens, ascending")
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--threads", type=comma_list(int), default=[1, 2],
+                        help="thread counts the predict comparison runs at, one process each (default 1,2); "
+                             "the other parts run at the largest")
+    parser.add_argument("--parts", type=comma_list(str, PARTS), default=list(PARTS),
+                        help=f"the parts to run (default {','.join(PARTS)}); a partial run keeps the others' results")
+    parser.add_argument("--no-onnx", dest="onnx", action="store_false", help="no ONNX Runtime row in predict")
     parser.add_argument("--device", default="cpu", help="cpu, or cuda: a GPU adds fp16 rows and skips ONNX")
-    parser.add_argument("--skip", nargs="*", default=[], choices=["predict", "onnx", "agreement", "train", "long"])
+    parser.add_argument("--out", type=Path, help="results json (default bench/results/speed.json, speed_cuda.json "
+                        "on a GPU); the table is written beside it as .md")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("nerkit").setLevel(logging.WARNING)
-    torch.set_num_threads(args.threads)
+    torch.set_num_threads(max(args.threads))
 
     results = {"machine": machine_info(), "settings": {k: str(v) for k, v in vars(args).items()}, "goals": GOALS}
-    name = "speed" if args.device == "cpu" else f"speed_{torch.device(args.device).type}"  # a GPU run has its own file
-    previous = RESULTS / f"{name}.json"
-    if args.skip and previous.exists():  # a partial rerun keeps the other parts, each with its own stamp
-        earlier = json.loads(previous.read_text())
-        for part in ("predict", "agreement", "long", "train"):
-            if part in args.skip and part in earlier:
+    default = "speed" if args.device == "cpu" else f"speed_{torch.device(args.device).type}"  # a GPU run has its own file
+    out = args.out or RESULTS / f"{default}.json"
+    save = functools.partial(save_results, out.stem, directory=out.parent)
+    if set(args.parts) != set(PARTS) and out.exists():  # a partial rerun keeps the other parts, each with its own stamp
+        earlier = json.loads(out.read_text())
+        for part in PARTS:
+            if part not in args.parts and part in earlier:
                 results[part] = {**earlier[part], "machine": earlier[part].get("machine", earlier["machine"])}
     model = load_model(args.run_dir)
-    docs = read_conll(CONLL / "test.txt")[: args.limit]
-    # Results are written after each part, so that a part cut short leaves the others.
-    if "predict" not in args.skip:
-        results["predict"] = {**bench_predict(model, args.run_dir, docs, args), "machine": results["machine"]}
-        save_results(name, results, table(results))
-    if "agreement" not in args.skip:
+    # Results are written after each part (and each predict thread count), so that a part cut short leaves the others.
+    if "predict" in args.parts:
+        def save_predict(done: dict) -> None:
+            results["predict"] = {**done, "machine": results["machine"]}
+            save(results, table(results))
+
+        bench_predict(args.run_dir, args, save_predict)
+    if "agreement" in args.parts:
         results["agreement"] = {**bench_agreement(args.run_dir, args), "machine": results["machine"]}
-        save_results(name, results, table(results))
-    if "long" not in args.skip:
+        save(results, table(results))
+    if "long" in args.parts:
         results["long"] = {**bench_long(model, args.run_dir, args), "machine": results["machine"]}
-        save_results(name, results, table(results))
-    if "train" not in args.skip:
+        save(results, table(results))
+    if "train" in args.parts:
         results["train"] = {**bench_train(args), "machine": results["machine"]}
-        save_results(name, results, table(results))
+        save(results, table(results))
     results["machine"]["load_average_end"] = list(os.getloadavg())
-    save_results(name, results, table(results))
+    save(results, table(results))
+
+
+def threads_text(threads: int | str) -> str:
+    return f"{threads} thread{'' if int(threads) == 1 else 's'}"
+
+
+def predict_tables(p: dict, goals: dict) -> list[str]:
+    """The predict part: the headline (nerkit's best over the pipeline's best) at every thread
+    count, then each thread count's systems."""
+    blocks = p["by_threads"]
+    out = ["Predict: nerkit's fastest way against the HF pipeline's fastest, each system at its best precision "
+           "the hardware runs natively; the ratio is taken inside each round (median, and worst = the lowest round). "
+           "Throughput counts text tokens: each text's sub-word tokens once, no [CLS]/[SEP], no padding, no window "
+           "overlap, the same count for every system.",
+           markdown_table(["threads", "nerkit best", "text tokens/s", "pipeline best", "text tokens/s",
+                           "speed-up (median)", "worst round", "goal"],
+                          [[t, b["best_nerkit"], b["systems"][b["best_nerkit"]]["tokens_per_s"],
+                            f"{b['best_pipeline']} (batch {b['systems'][b['best_pipeline']]['batch_size']})",
+                            b["systems"][b["best_pipeline"]]["tokens_per_s"], f"{b['speedup']['median']:.2f}x",
+                            f"{b['speedup']['worst']:.2f}x", f">= {goals['predict_vs_best_pipeline']}x"]
+                           for t, b in blocks.items()])]
+    for t, b in blocks.items():
+        peaks = ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in b["rounds"][0]["matmul_gflops"].items())
+        sweep = f"the first {b['sweep_texts']}" if b["sweep_texts"] < b["texts"] else "all the"
+        out.append(f"Predict at {threads_text(t)}: {b['texts']} CoNLL-2003 test sentences as raw "
+                   f"text, {b['text_tokens']} text tokens ({b['window_tokens']} model input tokens in {b['windows']} "
+                   f"nerkit windows), {b['flops_per_text_token'] / 1e6:.1f} MFLOP per text token; matmul peak (round 1) "
+                   f"{peaks}. The pipeline runs on the texts sorted by length, at the batch size of "
+                   f"{{{', '.join(map(str, PIPELINE_BATCH_SIZES))}}} with the lowest median of {b['sweep_repeats']} "
+                   f"timings over {sweep} texts, each after a warm-up pass.")
+        rows = [[name + (f" (batch {s['batch_size']})" if "batch_size" in s else ""), s["tokens_per_s"],
+                 s["tokens_per_s_worst"], f"{s['peak_share']:.0%}",
+                 f"{s['vs_best_pipeline_median']:.2f}x (worst {s['vs_best_pipeline_worst']:.2f}x)",
+                 s["agreement_with_nerkit_fp32"], s["f1"]] for name, s in b["systems"].items()]
+        out.append(markdown_table(["system", "text tokens/s (median)", "worst round", "share of matmul peak",
+                                   f"vs {b['best_pipeline']}", "entity agreement with nerkit fp32", "test F1"], rows))
+        notes = [f"not timed: {precision} ({why})" for precision, why in b["skipped"].items()]
+        if b["compile_seconds"] is not None:
+            notes.append(f"loading with compile=true (torch.compile, once per process) took {b['compile_seconds']:.0f} s")
+        if notes:
+            notes[0] = notes[0][0].upper() + notes[0][1:]
+            out.append("; ".join(notes) + ".")
+    t, b = max(blocks.items(), key=lambda item: int(item[0]))
+    best = b["systems"][b["best_nerkit"]]
+    goal = (f"Goals at {threads_text(t)}: {b['best_nerkit']} {best['tokens_per_s']:.0f} text tokens/s, worst round "
+            f"{best['tokens_per_s_worst']:.0f} (goal >= {goals['predict_bf16_tokens_per_s']}, "
+            "issue 14's, set for bf16 on 2 cores in window tokens, which outnumber text tokens)")
+    if "nerkit bf16" in b["systems"]:
+        bf16, fp32 = b["systems"]["nerkit bf16"], b["systems"]["nerkit fp32"]
+        goal += (f"; bf16 entity agreement {bf16['agreement_with_nerkit_fp32']:.4f} (goal >= "
+                 f"{goals['bf16_entity_agreement']}), F1 difference {100 * (bf16['f1'] - fp32['f1']):+.2f} points "
+                 f"(goal within {goals['bf16_f1_difference_points']})")
+    return [*out, goal + ". Every system ran once over the texts before the rounds."]
+
+
+def issue14_predict_tables(p: dict, goals: dict) -> list[str]:
+    """The predict part as issue 14's run wrote it (one thread count, window tokens with special
+    tokens counted, the pipeline's batch size picked from one timing): the committed speed.json
+    until it is measured again."""
+    rows = []
+    for name, s in p["systems"].items():
+        speedup = ("-" if name == "nerkit bf16" else
+                   f"{s['nerkit_bf16_speedup_median']:.2f}x (worst {s['nerkit_bf16_speedup_worst']:.2f}x)")
+        rows.append([name + (f" (batch {s['batch_size']})" if "batch_size" in s else ""), s["tokens_per_s"],
+                     s["tokens_per_s_worst"], "-" if s["peak_share"] is None else f"{s['peak_share']:.0%}",
+                     speedup, s["agreement_with_nerkit_fp32"], s["f1"]])
+    peaks = p["rounds"][0]["matmul_gflops"]
+    out = [f"Predict: {p['texts']} CoNLL-2003 test sentences as raw text, {p['real_tokens']} real tokens in "
+           f"{p['windows']} windows, {p['flops_per_real_token'] / 1e6:.1f} MFLOP per real token; matmul peak "
+           f"(round 1) fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f} GFLOP/s",
+           markdown_table(["system", "real tokens/s (median)", "worst round", "share of matmul peak",
+                           "nerkit bf16 speed-up", "entity agreement with nerkit fp32", "test F1"], rows)]
+    best_pipe = min(("pipeline fp32", "pipeline bf16"), key=lambda n: p["systems"][n]["seconds"])
+    bf16 = p["systems"]["nerkit bf16"]
+    lines = []
+    for name in ("nerkit bf16", "nerkit bf16 compiled"):
+        s = p["systems"][name]
+        ratios = [r["seconds"][best_pipe] / r["seconds"][name] for r in p["rounds"]]
+        lines.append(f"{name} {s['tokens_per_s']:.0f} real tokens/s, worst round {s['tokens_per_s_worst']:.0f} (goal >= "
+                     f"{goals['predict_bf16_tokens_per_s']}); {statistics.median(ratios):.2f}x the strongest pipeline "
+                     f"({best_pipe}; worst round {min(ratios):.2f}x, goal >= {goals['predict_vs_best_pipeline']}x)")
+    out.append("Goals: " + "; ".join(lines) + f". bf16 entity agreement {bf16['agreement_with_nerkit_fp32']:.4f} (goal >= "
+               f"{goals['bf16_entity_agreement']}), F1 difference {p['bf16_f1_difference_points']:+.2f} points (goal within "
+               f"{goals['bf16_f1_difference_points']}). Loading with compile=true (torch.compile, once per "
+               f"process) took {p['compile_seconds']:.0f} s. Every system ran once over the texts before the rounds.")
+    return out
 
 
 def table(results: dict) -> str:
@@ -512,32 +683,7 @@ def table(results: dict) -> str:
            + f"; commit {m['commit']}{' (dirty)' if m.get('dirty') else ''}; weights {results['settings']['run_dir']}"]
     if "predict" in results:
         p = results["predict"]
-        rows = []
-        for name, s in p["systems"].items():
-            speedup = ("-" if name == "nerkit bf16" else
-                       f"{s['nerkit_bf16_speedup_median']:.2f}x (worst {s['nerkit_bf16_speedup_worst']:.2f}x)")
-            rows.append([name + (f" (batch {s['batch_size']})" if "batch_size" in s else ""), s["tokens_per_s"],
-                         s["tokens_per_s_worst"], "-" if s["peak_share"] is None else f"{s['peak_share']:.0%}",
-                         speedup, s["agreement_with_nerkit_fp32"], s["f1"]])
-        peaks = p["rounds"][0]["matmul_gflops"]
-        out.append(f"Predict: {p['texts']} CoNLL-2003 test sentences as raw text, {p['real_tokens']} real tokens in "
-                   f"{p['windows']} windows, {p['flops_per_real_token'] / 1e6:.1f} MFLOP per real token; matmul peak "
-                   f"(round 1) fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f} GFLOP/s")
-        out.append(markdown_table(["system", "real tokens/s (median)", "worst round", "share of matmul peak",
-                                   "nerkit bf16 speed-up", "entity agreement with nerkit fp32", "test F1"], rows))
-        best_pipe = min(("pipeline fp32", "pipeline bf16"), key=lambda n: p["systems"][n]["seconds"])
-        bf16 = p["systems"]["nerkit bf16"]
-        goals = []
-        for name in ("nerkit bf16", "nerkit bf16 compiled"):
-            s = p["systems"][name]
-            ratios = [r["seconds"][best_pipe] / r["seconds"][name] for r in p["rounds"]]
-            goals.append(f"{name} {s['tokens_per_s']:.0f} real tokens/s, worst round {s['tokens_per_s_worst']:.0f} (goal >= "
-                         f"{GOALS['predict_bf16_tokens_per_s']}); {statistics.median(ratios):.2f}x the strongest pipeline "
-                         f"({best_pipe}; worst round {min(ratios):.2f}x, goal >= {GOALS['predict_vs_best_pipeline']}x)")
-        out.append("Goals: " + "; ".join(goals) + f". bf16 entity agreement {bf16['agreement_with_nerkit_fp32']:.4f} (goal >= "
-                   f"{GOALS['bf16_entity_agreement']}), F1 difference {p['bf16_f1_difference_points']:+.2f} points (goal within "
-                   f"{GOALS['bf16_f1_difference_points']}). Loading with compile=true (torch.compile, once per "
-                   f"process) took {p['compile_seconds']:.0f} s. Every system ran once over the texts before the rounds.")
+        out += predict_tables(p, results["goals"]) if "by_threads" in p else issue14_predict_tables(p, results["goals"])
     if "agreement" in results:
         a = results["agreement"]
         out.append(f"bf16 vs fp32 on the whole CoNLL-2003 test set ({a['texts']} sentences, {a['entities_fp32']} fp32 "
@@ -546,16 +692,18 @@ def table(results: dict) -> str:
                    f"(goal within {GOALS['bf16_f1_difference_points']})")
     if "long" in results:
         lg = results["long"]
+        timed = [p for p in DTYPES if p in lg]  # bf16 only where the hardware has it
         rows = [[precision, d["tokens"], d["seconds"], d["us_per_token"], d["entities"]]
-                for precision in ("fp32", "bf16") for d in lg[precision]["documents"]]
+                for precision in timed for d in lg[precision]["documents"]]
         out.append(markdown_table(["precision", "document tokens", "seconds", "us per token", "entities"], rows))
-        mem = lg["memory_100k"]
-        docs = lg["bf16"]["documents"]
-        out.append(f"Per-token time at {docs[-1]['tokens']} vs {docs[0]['tokens']} tokens: fp32 "
-                   f"{lg['fp32']['per_token_ratio_longest_vs_shortest']:.2f}x, bf16 "
-                   f"{lg['bf16']['per_token_ratio_longest_vs_shortest']:.2f}x (goal: flat, 1.0x). Peak memory predicting "
-                   f"the longest document in bf16: +{mem['peak_increase_mb']:.0f} MiB over the loaded model "
-                   f"({mem['peak_rss_mb']:.0f} MiB RSS).")
+        docs = lg[timed[-1]]["documents"]
+        flat = ", ".join(f"{p} {lg[p]['per_token_ratio_longest_vs_shortest']:.2f}x" for p in timed)
+        line = f"Per-token time at {docs[-1]['tokens']} vs {docs[0]['tokens']} tokens: {flat} (goal: flat, 1.0x)."
+        if "memory_100k" in lg:  # a CPU run
+            mem = lg["memory_100k"]
+            line += (f" Peak memory predicting the longest document in {mem['precision']}: +{mem['peak_increase_mb']:.0f} "
+                     f"MiB over the loaded model ({mem['peak_rss_mb']:.0f} MiB RSS).")
+        out.append(line)
     if "train" in results:
         t = results["train"]
         out.append(markdown_table(["training system", "real tokens/s (median)", "padding fraction"],
@@ -568,8 +716,13 @@ def table(results: dict) -> str:
                    "real tokens per second of training time (the final save excluded); nerkit at trainer.precision; "
                    "\"round-one optimizer\": the engine with torch's default unfused AdamW, as round one trained "
                    "(the training goal's \"today's fp32\").")
-    for part in ("predict", "agreement", "long", "train"):
-        if part in results and "machine" in results[part]:
+    for t, b in results.get("predict", {}).get("by_threads", {}).items():
+        bm = b["machine"]
+        out.append(f"predict at {threads_text(t)}: measured {bm['date']}, commit {bm['commit']}{' (dirty)' if bm['dirty'] else ''}, "
+                   f"load average {bm['load_average'][0]:.1f} at its start, {bm['load_average_end'][0]:.1f} at its end, "
+                   f"{bm['torch_threads']} torch threads")
+    for part in PARTS:
+        if part in results and "machine" in results[part] and "by_threads" not in results[part]:
             pm = results[part]["machine"]
             out.append(f"{part}: measured {pm['date']}, commit {pm['commit']}{' (dirty)' if pm.get('dirty') else ''}, "
                        f"load average {pm['load_average'][0]:.1f} at its start, {pm['torch_threads']} torch threads")
