@@ -247,6 +247,8 @@ def conll_fair(args) -> None:
     from nerkit.model import NerModel
     from nerkit.runs import CONFIG
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     model, cfg = NerModel.load(args.weights, "cpu")
     if type(model.head).__name__ != "SoftmaxHead":
         raise SystemExit(f"{args.weights}: the HF pipeline reads a token classifier; train it with head=softmax")
@@ -321,7 +323,7 @@ def fair_table(results: dict) -> str:
         f"Whole CoNLL-2003 test documents ({test['documents']} documents, {test['scored_units']} tokens), one set of "
         f"weights read every way: `{w['run_dir']}` ({'/'.join(Path(w['encoder']).parts[-2:])}, "
         f"{w['head'].rsplit('.', 1)[-1]}, trained on {trained_on}: {w['train_windows']} windows of {w['max_length']} "
-        f"tokens, {w['epochs']} epochs, {w['steps']} steps, {w['precision']}, "
+        f"tokens, epochs {w['epochs']}, {w['steps']} steps, {w['precision']}, "
         f"best dev F1 {100 * w['best_dev_f1']:.2f}; "
         f"config.yaml sha256 {w['config_sha256']}, weights sha256 {w['weights_sha256']}, saved {w['trained']}). "
         "At each window length every reading feeds the encoder inputs of at most that many sub-word tokens (special "
@@ -385,7 +387,7 @@ def table(results: dict) -> str:
         else:
             rows.append(f"| {key} | acc {m['best_dev_accuracy']:.4f} | acc {m['test']['accuracy']:.4f} "
                         f"(n={m['test']['documents']}) | {m['train_inputs']} | {m['wall_seconds']} | {m['strategy_note']} |")
-    return "\n".join(rows) + "\n\n" + documents_table(results)
+    return ("\n".join(rows) + "\n\n" if len(rows) > 2 else "") + documents_table(results)
 
 
 def main() -> None:
@@ -400,6 +402,7 @@ def main() -> None:
                         help="conll_fair: a subset of: " + "; ".join(READINGS))
     parser.add_argument("--limit-docs", type=int, default=None, help="conll_fair: the first N test documents only")
     parser.add_argument("--stride", type=int, default=32, help="overlap of consecutive windows, in tokens")
+    parser.add_argument("--threads", type=int, default=None, help="conll_fair: torch threads (default: torch's own)")
     parser.add_argument("--conll-modes", nargs="+", default=["windows", "truncate"])
     parser.add_argument("--conll-max-length", type=int, default=128)
     parser.add_argument("--conll-train-docs", type=int, default=None, help="random subset (default: all 946)")
