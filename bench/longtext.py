@@ -2,7 +2,7 @@
 long-document classification strategies (Hyperpartisan).
 
     PYTHONPATH=$PWD python bench/longtext.py [--part conll|hyperpartisan|all] [options]
-    PYTHONPATH=$PWD python bench/longtext.py --part conll_fair --weights bench/runs/<run> [--lengths 128 512]
+    python -m bench.longtext --part conll_fair --weights bench/runs/<run> [--lengths 128 512] [--limit-docs N]
 
 ``conll_fair`` takes ONE trained softmax run (trained on sentences; see bench/README.md for the
 command) and reads the whole CoNLL-2003 test documents with those same weights in every way of
