@@ -1,7 +1,7 @@
 """Long-text benchmark: sliding windows vs truncation (CoNLL-2003 document-level NER) and
 long-document classification strategies (Hyperpartisan).
 
-    PYTHONPATH=$PWD python bench/longtext.py [--part conll|hyperpartisan|all] [options]
+    python -m bench.longtext [--part conll|hyperpartisan|all] [options]
     python -m bench.longtext --part conll_fair --weights bench/runs/<run> [--lengths 128 512] [--limit-docs N]
 
 ``conll_fair`` takes ONE trained softmax run (trained on sentences; see bench/README.md for the
