@@ -30,19 +30,10 @@ def _conll2003_full(results: dict, results_dir: Path) -> str:
 
 
 def _longtext(results: dict, results_dir: Path) -> str:
-    """Whole CoNLL-2003 test documents, one set of trained weights read four ways."""
-    rows = {k.split("/", 1)[1]: v for k, v in results.items() if k.startswith("conll2003_docs_same_weights/")}
-    if not rows:
-        raise ValueError("longtext.json has no conll2003_docs_same_weights entries (bench/longtext.py --part conll_pipeline)")
-    stamp = next(iter(rows.values()))["stamp"]
-    lines = [f"Whole CoNLL-2003 test documents, the same trained weights (`{next(iter(rows.values()))['weights']}`), "
-             f"scored on dataset tokens; commit {stamp['commit']}{' (dirty)' if stamp['dirty'] else ''}, {stamp['date']}.",
-             "", "| how the document is read | test F1 | CI95 |", "|---|---|---|"]
-    for name, row in rows.items():
-        test = row["test"]
-        lo, hi = test.get("ci95", [float("nan")] * 2)
-        lines.append(f"| {name} | {100 * test['f1']:.2f} | {100 * lo:.2f}-{100 * hi:.2f} |")
-    return "\n".join(lines)
+    """Whole CoNLL-2003 test documents, one set of trained weights read every way (bench/longtext.py)."""
+    from bench.longtext import documents_table
+
+    return documents_table(results)
 
 
 def _quality(results: dict, results_dir: Path) -> str:
