@@ -315,9 +315,10 @@ def merge(rows_dir: Path, expected_seeds: Sequence[int]) -> dict:
         first = next(iter(next(iter(rows.values())).values()))
         missing = [f"{row} seed {s}" for row in DATASET_ROWS.get(data, list(rows)) for s in expected_seeds
                    if s not in rows.get(row, {})]
-        datasets[data] = {"split": first["split"], "documents": first["documents"], # tag heads: seqeval strict; span heads: exact span match with every span kept (both micro F1
-                          # over exact (start, end, type); they differ only where predictions overlap)
-                          "scored_on": " | ".join(sorted({r["scored_on"] for by_seed in rows.values() for r in by_seed.values()})),
+        # Tag heads are scored by seqeval strict, span heads by exact match with every span kept:
+        # both micro F1 over exact (start, end, type), different only where predictions overlap.
+        scorings = sorted({r["scored_on"] for by_seed in rows.values() for r in by_seed.values()})
+        datasets[data] = {"split": first["split"], "documents": first["documents"], "scored_on": " | ".join(scorings),
                           "rows": summary, "pairs": pairs, "missing": missing}
     return {"expected_seeds": list(expected_seeds), "resamples": RESAMPLES, "datasets": datasets,
             "not_run": [data for data in DATASET_ROWS if data not in datasets]}
