@@ -79,6 +79,7 @@ ROWS: dict[str, tuple[str, list[str]]] = {
     **{name: (f"MiniLM + {label}", [*MINILM, *overrides]) for name, (label, overrides) in HEADS.items()},
     **{f"bilstm_{name}": (f"BiLSTM + {label}", [*BILSTM, *overrides]) for name, (label, overrides) in HEADS.items()},
     **{name: (f"MiniLM + {label}", [*MINILM, *overrides]) for name, (label, overrides) in GP_RECIPES.items()},
+    **{f"bilstm_{name}": (f"BiLSTM + {label}", [*BILSTM, *overrides]) for name, (label, overrides) in GP_RECIPES.items()},
     BASELINE: ("HF AutoModelForTokenClassification + Trainer", MINILM),
 }
 # Datasets that are a data config plus overrides: the small flat set of the GlobalPointer question.
@@ -94,6 +95,7 @@ DATASET_ROWS = {
 }
 # The pairs the README states: (a, b) reads "a vs b"; the bilstm_ rows pair the same way.
 PAIRS = [*((recipe, "global_pointer") for recipe in GP_RECIPES), *((recipe, "softmax") for recipe in GP_RECIPES),
+         *((recipe, "crf") for recipe in GP_RECIPES),
          ("crf", "softmax"), ("crf", "crf_encoder_lr"), ("crf_encoder_lr", "softmax"), ("global_pointer", "softmax"),
          ("efficient_global_pointer", "global_pointer"), ("crf", "global_pointer"), ("crf", "efficient_global_pointer"),
          ("softmax", BASELINE), ("crf", BASELINE), ("crf", "bilstm_crf")]
@@ -301,7 +303,7 @@ def merge(rows_dir: Path, expected_seeds: Sequence[int]) -> dict:
                             "stamps": {s: by_seed[s]["stamp"] for s in sorted(by_seed)},
                             "train_s": {s: by_seed[s]["train_s"] for s in sorted(by_seed)}}
         pairs = []
-        for a, b in ([(f"bilstm_{x}", f"bilstm_{y}") for x, y in PAIRS if x in HEADS and y in HEADS] + PAIRS):
+        for a, b in ([(f"bilstm_{x}", f"bilstm_{y}") for x, y in PAIRS if f"bilstm_{x}" in ROWS and f"bilstm_{y}" in ROWS] + PAIRS):
             if a not in rows or b not in rows:
                 continue
             seeds = sorted(set(rows[a]) & set(rows[b]))
