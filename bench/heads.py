@@ -71,6 +71,8 @@ HEADS = {
     "global_pointer": ("GlobalPointer, head lr 1e-3 (the default before 2026-12-07)", ["head=global_pointer", "head.lr=1e-3"]),
     "global_pointer_lr1e-2": ("GlobalPointer, head lr 1e-2", ["head=global_pointer", "head.lr=1e-2"]),
     "efficient_global_pointer": ("efficient GlobalPointer", ["head=efficient_global_pointer"]),
+    "efficient_global_pointer_lr3e-3": ("efficient GlobalPointer, head lr 3e-3",
+                                        ["head=efficient_global_pointer", "head.lr=3e-3"]),
 }
 BASELINE = "baseline"
 # row -> (label, overrides of conf/train.yaml); the baseline row is the HF Trainer.
@@ -95,7 +97,9 @@ DATASET_ROWS = {
 PAIRS = [("global_pointer_lr3e-3", "global_pointer"), ("global_pointer_lr1e-2", "global_pointer"),
          ("global_pointer_lr3e-3", "softmax"), ("global_pointer_lr1e-2", "softmax"), ("global_pointer_lr3e-3", "crf"),
          ("crf", "softmax"), ("crf", "crf_encoder_lr"), ("crf_encoder_lr", "softmax"), ("global_pointer", "softmax"),
-         ("efficient_global_pointer", "global_pointer"), ("crf", "global_pointer"), ("crf", "efficient_global_pointer"),
+         ("efficient_global_pointer", "global_pointer"),
+         ("efficient_global_pointer_lr3e-3", "efficient_global_pointer"), ("efficient_global_pointer_lr3e-3", "global_pointer_lr3e-3"),
+         ("crf", "global_pointer"), ("crf", "efficient_global_pointer"),
          ("softmax", BASELINE), ("crf", BASELINE), ("crf", "bilstm_crf")]
 RESAMPLES = 1000
 
