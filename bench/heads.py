@@ -8,7 +8,7 @@
 ``--data`` names a data config (``conf/data/<name>.yaml``). Each (dataset, row, seed) trains
 with ``nerkit.train`` exactly as the CLI would (conf/train.yaml's defaults: 3 epochs, encoder lr
 5e-5, batch 16, random batch order; the rows differ only in the overrides listed in ``ROWS``:
-the head, and for the BiLSTM its lr 2e-3; MiniLM rows at bf16, the BiLSTM at fp32)
+the head (GlobalPointer rows with their lr), and for the BiLSTM its lr 2e-3; every row in fp32)
 and writes its own stamped file ``bench/results/heads/<data>/<row>_seed<N>.json`` holding its
 score on the scored split (test, or dev where the data has no test) and, per sentence, the
 entity counts (true positives, predicted, gold) that the paired statistics resample. The HF

@@ -21,13 +21,13 @@ import statistics
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import torch
 from hydra.utils import instantiate
 
 from bench.common import RESULTS, machine_info, markdown_table
-from bench.heads import entity_counts, paired_bootstrap, t_interval, verdict
+from bench.heads import entity_counts, micro_f1, paired_bootstrap, t_interval, verdict
 from nerkit.data.encoding import TextEncoder
-from nerkit.evaluation import score
 from nerkit.heads.decoding import SpanDecoder
 from nerkit.inference import Inference
 from nerkit.model import NerModel, default_batch_tokens, torch_scores
@@ -41,19 +41,12 @@ def sigmoid(x: float) -> float:
     return 1.0 / (1.0 + math.exp(-x))
 
 
-def span_runs(root: Path) -> list[Path]:
-    """Run directories under ``root`` whose head decodes spans (GlobalPointer and its variants)."""
-    runs = []
-    for config in sorted(root.glob("*/config.yaml")):
-        model, _ = NerModel.load(config.parent, "cpu")
-        if isinstance(model.head.decoder(), SpanDecoder):
-            runs.append(config.parent)
-    return runs
-
-
-def sweep(run_dir: Path, grid: Sequence[float]) -> dict:
-    """Dev and test scores of one run at every threshold of ``grid``, from one prediction each."""
+def sweep(run_dir: Path, grid: Sequence[float]) -> dict | None:
+    """Dev and test scores of one run at every threshold of ``grid``, from one prediction each;
+    None for a run whose head does not decode spans."""
     model, cfg = NerModel.load(run_dir, "cpu")
+    if not isinstance(model.head.decoder(), SpanDecoder):
+        return None
     cpu, low = torch.device("cpu"), min(grid) - 1e-6
     types = list(model.head.decoder().entity_types)
     # The run's own predictor pieces, with one decoder at the lowest threshold of the grid.
@@ -69,9 +62,11 @@ def sweep(run_dir: Path, grid: Sequence[float]) -> dict:
         by_threshold = {}
         for t in grid:
             kept = [[(s, e, label) for s, e, label, p in doc if p > sigmoid(t)] for doc in spans]
-            metrics = score(documents, kept, nested=True)
-            by_threshold[str(t)] = {"f1": metrics["f1"], "precision": metrics["precision"], "recall": metrics["recall"],
-                                    "counts": entity_counts(documents, kept, nested=True)}
+            # Per-sentence counts, as nerkit.evaluation.score counts a span head (no bootstrap per threshold).
+            counts = entity_counts(documents, kept, nested=True)
+            tp, predicted, gold = np.asarray(counts).sum(axis=0).tolist()
+            by_threshold[str(t)] = {"f1": float(micro_f1(np.asarray(counts))), "precision": tp / predicted if predicted else 0.0,
+                                    "recall": tp / gold if gold else 0.0, "counts": counts}
         out["splits"][split] = {"documents": len(documents), "by_threshold": by_threshold}
     dev = out["splits"]["dev"]["by_threshold"]
     out["tuned_threshold"] = float(max(dev, key=lambda t: (dev[t]["f1"], -abs(float(t)))))
@@ -137,7 +132,7 @@ def main() -> None:
         if 0.0 not in grid:
             parser.error("the grid must hold 0 (the default threshold)")
         stamp = machine_info()
-        runs = [sweep(run, grid) for run in span_runs(args.runs)]
+        runs = [r for r in (sweep(config.parent, grid) for config in sorted(args.runs.glob("*/config.yaml"))) if r]
         if not runs:
             parser.error(f"{args.runs}: no span-head run directories")
         results = {"stamp": stamp, "runs_root": str(args.runs), "grid": grid, "runs": runs, "recipes": summarise(runs)}
