@@ -32,10 +32,12 @@
 * long documents: per-token time at 1k, 10k and 100k tokens (``--long-sizes``) at every timed
   precision; peak memory of the longest document at the best one, in a fresh process.
 * train: one epoch over the first ``--train-sentences`` train sentences, nerkit vs the HF
-  ``Trainer`` with ``train_sampling_strategy="group_by_length"`` (transformers 5's
-  ``group_by_length``), fp32 and bf16 (``TrainingArguments(bf16=True)``; nerkit: its
-  ``trainer.precision``), real tokens per second; and nerkit fp32 with round one's optimizer
-  (``trainer.fused_optimizer=false``: torch's default unfused AdamW), the baseline of the training goal.
+  ``Trainer`` at the same batch order (``--train-orders``): ``length`` (the Trainer's
+  ``train_sampling_strategy="group_by_length"``, nerkit's ``trainer.batch_order=length``) and
+  ``random`` (both sides' default), fp32 and bf16 where native (``TrainingArguments(bf16=True)``;
+  nerkit: its ``trainer.precision``), real tokens per second; and, length-ordered, nerkit fp32 with
+  round one's optimizer (``trainer.fused_optimizer=false``: torch's default unfused AdamW), the
+  baseline of issue 14's training goal.
   agreement, long and train run at the largest ``--threads`` count.
 
 Writes bench/results/speed.json and speed.md (or ``--out`` and the .md beside it), stamped with
@@ -106,7 +108,7 @@ GOALS = {
     "bf16_f1_difference_points": 0.1,
     "long_per_token_ratio_longest_vs_shortest": 1.0,  # flat
     "train_bf16_vs_fp32": 2.0,
-    "train_vs_trainer_same_precision": 1.2,
+    "train_vs_trainer_same_precision": 1.3,  # issue 22, at the same batch order on both sides
 }
 PIPELINE_BATCH_SIZES = (1, 8, 16, 32, 64)
 
@@ -115,8 +117,9 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def low_precisions(device: str) -> list[str]:
-    """The mixed precisions the train part compares on ``device``: bf16 on CPU; bf16 and fp16 on a GPU."""
-    return ["bf16", "fp16"] if torch.device(device).type == "cuda" else ["bf16"]
+    """The mixed precisions the train part compares on ``device``: those ``timed_precisions``
+    times besides fp32 (bf16 only where the hardware has it; fp16 on a GPU)."""
+    return [p for p in timed_precisions(device)[0] if p != "fp32"]
 
 
 def synchronize(device: str) -> None:
@@ -451,14 +454,15 @@ class TokenCounter:
         return batch
 
 
-def train_nerkit(data_root: Path, args: argparse.Namespace, out: Path, precision: str, round_one: bool = False) -> dict:
+def train_nerkit(data_root: Path, args: argparse.Namespace, out: Path, precision: str, order: str,
+                 round_one: bool = False) -> dict:
     """``round_one``: the engine with torch's default (unfused, one tensor at a time) AdamW, as
     round one trained: the "today's fp32" that issue 14's training goal is measured against."""
     cfg = compose_cfg(["encoder=bert", "head=softmax", "data=conll2003", f"data.root={data_root}", "data.dev=null",
                        "data.test=null", "trainer.epochs=1", f"trainer.batch_size={args.train_batch_size}",
                        f"max_length={args.max_length}", f"trainer.device={args.device}", "trainer.keep_checkpoints=0",
                        f"trainer.precision={precision}", "trainer.tensorboard=false",
-                       "trainer.batch_order=length",  # nerkit's fastest order, as group_by_length is the Trainer's
+                       f"trainer.batch_order={order}",
                        f"trainer.fused_optimizer={not round_one}"])
     (real, padded), = batch_tokens(cfg)  # one epoch
     nerkit.train.train(cfg, out)
@@ -470,7 +474,7 @@ def train_nerkit(data_root: Path, args: argparse.Namespace, out: Path, precision
     return {"seconds": seconds, "real_tokens": real, "padded_tokens": padded}
 
 
-def train_hf(data_root: Path, args: argparse.Namespace, out: Path, precision: str) -> dict:
+def train_hf(data_root: Path, args: argparse.Namespace, out: Path, precision: str, order: str) -> dict:
     model = AutoModelForTokenClassification.from_pretrained(embedded_model_path(), num_labels=1 + 2 * len(CONLL_TYPES))
     tokenizer = AutoTokenizer.from_pretrained(embedded_model_path())
     docs = read_conll(data_root / "train.txt")
@@ -485,35 +489,42 @@ def train_hf(data_root: Path, args: argparse.Namespace, out: Path, precision: st
         output_dir=str(out), per_device_train_batch_size=args.train_batch_size, learning_rate=5e-5,
         num_train_epochs=1, warmup_steps=0.1, weight_decay=0.01, seed=42, report_to="none",
         save_strategy="no", logging_strategy="no", use_cpu=args.device == "cpu", disable_tqdm=True,
-        train_sampling_strategy="group_by_length", bf16=precision == "bf16", fp16=precision == "fp16")
+        train_sampling_strategy=HF_SAMPLING[order], bf16=precision == "bf16", fp16=precision == "fp16")
     trainer = Trainer(model=model, args=training_args, train_dataset=Dataset.from_list(rows), data_collator=counter)
     seconds = trainer.train().metrics["train_runtime"]
     return {"seconds": seconds, "real_tokens": counter.real, "padded_tokens": counter.padded}
+
+
+# nerkit's trainer.batch_order -> the Trainer's sampler of the same kind
+HF_SAMPLING = {"length": "group_by_length", "random": "random"}
 
 
 def bench_train(args: argparse.Namespace) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="nerkit-bench-train-"))
     write_subset(CONLL / "train.txt", tmp / "train.txt", args.train_sentences)
     low = low_precisions(args.device)
-    runs = [("hf", "fp32"), ("nerkit", "fp32"), ("nerkit round-one optimizer", "fp32"),
-            *((side, precision) for precision in low for side in ("hf", "nerkit"))]
+    runs = [(side, precision, order) for order in args.train_orders for precision in ("fp32", *low)
+            for side in ("hf", "nerkit")]
+    if "length" in args.train_orders:
+        runs.append(("nerkit round-one optimizer", "fp32", "length"))
     rounds = []
     for r in range(args.rounds):
         result = {}
-        for side, precision in runs[r % len(runs):] + runs[: r % len(runs)]:
-            out = tmp / f"{side.replace(' ', '_')}_{precision}_{r}"
+        for side, precision, order in runs[r % len(runs):] + runs[: r % len(runs)]:
+            out = tmp / f"{side.replace(' ', '_')}_{precision}_{order}_{r}"
             if side == "hf":
-                run = train_hf(tmp, args, out, precision)
+                run = train_hf(tmp, args, out, precision, order)
             else:
-                run = train_nerkit(tmp, args, out, precision, round_one=side != "nerkit")
+                run = train_nerkit(tmp, args, out, precision, order, round_one=side != "nerkit")
             run["real_tokens_per_s"] = run["real_tokens"] / run["seconds"]
-            result[f"{side} {precision}"] = run
+            result[f"{side} {precision}, {order} order"] = run
         tps = {name: run["real_tokens_per_s"] for name, run in result.items()}
-        result["ratios"] = {
-            "nerkit bf16 / nerkit round-one optimizer fp32": tps["nerkit bf16"] / tps["nerkit round-one optimizer fp32"],
-            **{f"nerkit {p} / nerkit fp32": tps[f"nerkit {p}"] / tps["nerkit fp32"] for p in low},
-            **{f"nerkit {p} / hf {p}": tps[f"nerkit {p}"] / tps[f"hf {p}"] for p in ("fp32", *low)},
-        }
+        result["ratios"] = {f"nerkit {p} / hf {p}, {o} order": tps[f"nerkit {p}, {o} order"] / tps[f"hf {p}, {o} order"]
+                            for o in args.train_orders for p in ("fp32", *low)}
+        if "length" in args.train_orders:
+            baseline = tps["nerkit round-one optimizer fp32, length order"]
+            result["ratios"] |= {f"nerkit {p} / nerkit round-one optimizer fp32, length order":
+                                 tps[f"nerkit {p}, length order"] / baseline for p in ("fp32", *low)}
         log.info("train round %d: %s", r, result)
         rounds.append(result)
     systems = {name: {"real_tokens_per_s": statistics.median(r[name]["real_tokens_per_s"] for r in rounds),
@@ -521,8 +532,8 @@ def bench_train(args: argparse.Namespace) -> dict:
                for name in rounds[0] if name != "ratios"}
     ratios = {k: {"median": statistics.median(r["ratios"][k] for r in rounds), "worst": min(r["ratios"][k] for r in rounds)}
               for k in rounds[0]["ratios"]}
-    return {"batch_size": args.train_batch_size, "sentences": args.train_sentences, "systems": systems,
-            "ratios": ratios, "rounds": rounds}
+    return {"batch_size": args.train_batch_size, "sentences": args.train_sentences, "orders": args.train_orders,
+            "not_timed": timed_precisions(args.device)[1], "systems": systems, "ratios": ratios, "rounds": rounds}
 
 
 # --- main -----------------------------------------------------------------------------------------
@@ -555,6 +566,8 @@ def main() -> None:
     parser.add_argument("--stride", type=int, default=32)
     parser.add_argument("--train-batch-size", type=int, default=16)
     parser.add_argument("--train-sentences", type=int, default=800, help="one epoch over the first N train sentences")
+    parser.add_argument("--train-orders", type=comma_list(str, tuple(HF_SAMPLING)), default=list(HF_SAMPLING),
+                        help="batch orders the training comparison runs, each on both sides")
     parser.add_argument("--long-sizes", type=int, nargs="+", default=[1_000, 10_000, 100_000],
                         help="long-document lengths in tokens, ascending")
     parser.add_argument("--threads", type=comma_list(int), default=[1, 2],
@@ -688,13 +701,17 @@ def table(results: dict) -> str:
         out.append(markdown_table(["training system", "real tokens/s (median)", "padding fraction"],
                                   [[n, s["real_tokens_per_s"], s["padding_fraction"]] for n, s in t["systems"].items()]))
         goals = {"bf16 / nerkit round-one": GOALS["train_bf16_vs_fp32"], "/ hf": GOALS["train_vs_trainer_same_precision"]}
-        out.append(markdown_table(["training ratio (hf = Trainer, group_by_length)", "median", "worst round", "goal"], [
+        out.append(markdown_table(["training ratio (hf = Trainer; length order: its group_by_length)", "median", "worst round", "goal"], [
             [k, v["median"], v["worst"], next((f">= {g}x" for key, g in goals.items() if key in k), "-")]
             for k, v in t["ratios"].items()]))
         out.append(f"Training: one epoch over {t['sentences']} CoNLL train sentences, batch {t['batch_size']}, "
                    "real tokens per second of training time (the final save excluded); nerkit at trainer.precision; "
                    "\"round-one optimizer\": the engine with torch's default unfused AdamW, as round one trained "
-                   "(the training goal's \"today's fp32\").")
+                   "(the training goal's \"today's fp32\")."
+                   + (f" Length order sorts within groups: nerkit's of {min(50 * t['batch_size'], t['sentences'])} sentences, the Trainer's "
+                      f"of {min(t['sentences'] // (4 * t['batch_size']), 50) * t['batch_size']} (LengthGroupedSampler's "
+                      "megabatches), so the padding fractions differ; in random order both pad alike." if "orders" in t else "")
+                   + "".join(f" Not timed: {p} ({why})." for p, why in t.get("not_timed", {}).items()))
     for t, b in results.get("predict", {}).get("by_threads", {}).items():
         bm = b["machine"]
         out.append(f"predict at {threads_text(t)}: measured {bm['date']}, commit {bm['commit']}{' (dirty)' if bm['dirty'] else ''}, "
