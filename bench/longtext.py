@@ -237,8 +237,12 @@ def conll_fair(args) -> None:
     """One trained softmax run reads whole CoNLL-2003 test documents every way in READINGS, every
     reading at the same window length (``--lengths``, sub-word tokens with specials) and overlap
     (``--stride``), every reading's character spans mapped to dataset tokens by ``to_dataset_tokens``
-    and scored by ``nerkit.evaluation.score``."""
+    and scored by ``nerkit.evaluation.score``; per-document entity counts are kept for the paired
+    intervals of ``PAIRED``."""
+    import numpy as np
     import torch
+
+    from bench.heads import entity_counts, micro_f1
 
     from bench.common import CONLL, hf_twin
     from nerkit.data.readers import read_conll
@@ -269,8 +273,11 @@ def conll_fair(args) -> None:
             seconds = time.perf_counter() - started
             stats = AlignmentStats()
             predicted = [to_dataset_tokens(u, s, stats) for u, s in zip(reading.units, reading.spans)]
+            test, counts = score(docs, predicted, "BIO"), entity_counts(docs, predicted)
+            if abs(micro_f1(np.array(counts)) - test["f1"]) > 1e-9:  # the paired intervals resample these
+                raise AssertionError(f"{name} @{length}: per-document counts give another F1 than nerkit.evaluation")
             save(f"conll2003_docs_fair/{name} @{length}", {
-                "test": score(docs, predicted, "BIO"), "seconds": round(seconds, 1), "length": length,
+                "test": test, "counts": counts, "seconds": round(seconds, 1), "length": length,
                 "overlap": None if truncate else args.stride, "windows": len(reading.window_tokens),
                 "max_window_tokens": max(reading.window_tokens),
                 "mapping": {"predicted_entities": sum(map(len, reading.spans)), "widened": stats.widened,
@@ -302,6 +309,30 @@ def hyperpartisan(args) -> None:
 
 
 FAIR, OLD = "conll2003_docs_fair/", "conll2003_docs_same_weights/"
+# The readings compared at each window length, (a, b) read "a vs b": a paired bootstrap over documents.
+PAIRED = [("nerkit windows, dataset tokens", "HF pipeline stride, dataset tokens"),
+          ("nerkit windows, raw text", "HF pipeline stride, raw text"),
+          ("nerkit windows, dataset tokens", "nerkit truncated, dataset tokens"),
+          ("HF pipeline stride, dataset tokens", "HF pipeline truncated, dataset tokens")]
+
+
+def paired_lines(rows: dict) -> list[str]:
+    """Markdown rows for PAIRED at every length both readings of a pair ran: the F1 difference and a
+    95% bootstrap interval over documents (both readings resampled together); an ordering only
+    where the interval excludes 0."""
+    from bench.heads import paired_bootstrap
+
+    lines = []
+    for length in sorted({r["length"] for r in rows.values()}):
+        for a, b in PAIRED:
+            ra, rb = rows.get(f"{a} @{length}"), rows.get(f"{b} @{length}")
+            if not (ra and rb and "counts" in ra and "counts" in rb):
+                continue
+            lo, hi = paired_bootstrap([ra["counts"]], [rb["counts"]])
+            verdict = "no detectable difference" if lo <= 0 <= hi else (f"{a} better" if lo > 0 else f"{b} better")
+            lines.append(f"| {a} vs {b} | {length} | {100 * (ra['test']['f1'] - rb['test']['f1']):+.2f} | "
+                         f"{100 * lo:+.2f} to {100 * hi:+.2f} | {verdict} |")
+    return lines
 
 
 def fair_table(results: dict) -> str:
@@ -343,6 +374,9 @@ def fair_table(results: dict) -> str:
                      f"{100 * lo:.2f}-{100 * hi:.2f} | {r['windows']} ({r['max_window_tokens']}) | "
                      f"{m['predicted_entities']} | {m['widened']} | {m['lost']} | "
                      f"{t['overlapping_entities_dropped']['predicted']} | {r['seconds']} |")
+    if paired := paired_lines(rows):
+        lines += ["", "| pair | window | F1 difference | paired bootstrap CI95 (documents) | verdict |",
+                  "|---|---|---|---|---|", *paired]
     return "\n".join(lines)
 
 
