@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from transformers import BertConfig, BertForTokenClassification
 
 from bench.common import RESULTS
-from bench.longtext import FAIR, READINGS, documents_table, joined_offsets, nerkit_reading, pipeline_reading, \
-    to_dataset_tokens
+from bench.longtext import FAIR, PAIRED, READINGS, documents_table, joined_offsets, nerkit_reading, paired_lines, \
+    pipeline_reading, to_dataset_tokens
 from nerkit.data.encoding import AlignmentStats
 from nerkit.data.readers import read_conll
 from nerkit.evaluation import score
@@ -110,13 +111,32 @@ def fair_row(weights_sha: str = "abc") -> dict:
 
 def test_the_readme_block_shows_the_fair_table_when_it_exists_and_labels_the_old_one():
     committed = json.loads((RESULTS / "longtext.json").read_text())
-    if not any(k.startswith(FAIR) for k in committed):
-        assert documents_table(committed).startswith("Old, confounded protocol")
+    old_only = {k: v for k, v in committed.items() if not k.startswith(FAIR)}
+    assert documents_table(old_only).startswith("Old, confounded protocol")
     assert documents_table({}).startswith("No whole-document CoNLL-2003 results yet")
     name = next(iter(READINGS))
-    block = documents_table({**committed, f"{FAIR}{name} @512": fair_row()})
+    block = documents_table({**old_only, f"{FAIR}{name} @512": fair_row()})
     assert "Old, confounded" not in block
     assert "`bench/runs/conll2003_softmax`" in block and "14041 sentences" in block and "weights sha256 abc" in block
     assert f"| {name} | 512 / 32 | 50.00 | 25.00-75.00 | 3 (512) | 10 | 2 | 0 | 1 | 1.5 |" in block
     with pytest.raises(ValueError, match="2 different weights"):
         documents_table({f"{FAIR}{name} @512": fair_row(), f"{FAIR}{name} @128": fair_row("other")})
+
+
+def test_paired_rows_name_a_better_reading_only_where_the_document_bootstrap_excludes_zero():
+    (a, b), (c, d) = PAIRED[0], PAIRED[2]
+    assert a == c  # nerkit windows against the pipeline's stride, then against truncation
+    right = [[2, 2, 2]] * 40  # every entity found
+    half = [[1, 2, 2]] * 40
+    noisy = [[2, 2, 2], [1, 2, 2]] * 20
+
+    def row(counts: list[list[int]]) -> dict:
+        tp, pred, gold = np.array(counts).sum(0)
+        return {**fair_row(), "counts": counts, "test": {**fair_row()["test"], "f1": 2 * tp / (pred + gold)}}
+
+    lines = paired_lines({f"{a} @512": row(right), f"{b} @512": row(half), f"{d} @512": row(noisy)})
+    assert len(lines) == 2 and lines[0] == f"| {a} vs {b} | 512 | +50.00 | +50.00 to +50.00 | {a} better |"
+    assert lines[1].startswith(f"| {a} vs {d} | 512 | +25.00 | +") and lines[1].endswith(f"| {a} better |")
+    tied = paired_lines({f"{a} @512": row(noisy), f"{b} @512": row(noisy[::-1])})
+    assert len(tied) == 1 and tied[0].endswith("| no detectable difference |")
+    assert paired_lines({f"{a} @512": fair_row(), f"{b} @512": fair_row()}) == []  # no counts: no pair row
