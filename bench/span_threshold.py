@@ -64,7 +64,7 @@ def sweep(run_dir: Path, grid: Sequence[float]) -> dict | None:
             kept = [[(s, e, label) for s, e, label, p in doc if p > sigmoid(t)] for doc in spans]
             # Per-sentence counts, as nerkit.evaluation.score counts a span head (no bootstrap per threshold).
             counts = entity_counts(documents, kept, nested=True)
-            tp, predicted, gold = np.asarray(counts).sum(axis=0).tolist()
+            tp, predicted, gold = np.sum(counts, axis=0).tolist()
             by_threshold[str(t)] = {"f1": float(micro_f1(np.asarray(counts))), "precision": tp / predicted if predicted else 0.0,
                                     "recall": tp / gold if gold else 0.0, "counts": counts}
         out["splits"][split] = {"documents": len(documents), "by_threshold": by_threshold}

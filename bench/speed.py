@@ -111,6 +111,8 @@ GOALS = {
     "train_vs_trainer_same_precision": 1.3,  # issue 22, at the same batch order on both sides
 }
 PIPELINE_BATCH_SIZES = (1, 8, 16, 32, 64)
+# nerkit's trainer.batch_order -> the Trainer's sampler of the same kind
+HF_SAMPLING = {"length": "group_by_length", "random": "random"}
 
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -493,10 +495,6 @@ def train_hf(data_root: Path, args: argparse.Namespace, out: Path, precision: st
     trainer = Trainer(model=model, args=training_args, train_dataset=Dataset.from_list(rows), data_collator=counter)
     seconds = trainer.train().metrics["train_runtime"]
     return {"seconds": seconds, "real_tokens": counter.real, "padded_tokens": counter.padded}
-
-
-# nerkit's trainer.batch_order -> the Trainer's sampler of the same kind
-HF_SAMPLING = {"length": "group_by_length", "random": "random"}
 
 
 def bench_train(args: argparse.Namespace) -> dict:
