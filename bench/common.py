@@ -133,6 +133,7 @@ def machine_info() -> dict:
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
         "load_average": list(os.getloadavg()),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,  # the card a GPU run's figures came from
     }
 
 

@@ -86,7 +86,7 @@ def nerkit_row(name: str, args: argparse.Namespace) -> dict:
     if VARIANTS.get(name, (None, None, False))[2]:
         overrides.append(f"head.loss_divisor={words_per_batch(args)}")
     overrides += ["data=conll2003", f"data.root={CONLL}", f"seed={args.seed}", f"max_length={args.max_length}",
-                  f"trainer.batch_size={args.batch_size}", "trainer.warmup_ratio=0.1", "trainer.device=cpu",
+                  f"trainer.batch_size={args.batch_size}", "trainer.warmup_ratio=0.1", f"trainer.device={args.device}",
                   f"trainer.precision={args.precision}", "trainer.keep_checkpoints=0", "report_errors=false",
                   *limits(args)]
     # Other seeds keep their own weights: the default seed's are what bench/longtext.py reads.
@@ -174,7 +174,7 @@ def baseline_row(args: argparse.Namespace, train_docs: list[Document], dev: list
         weight_decay=0.01, max_grad_norm=1.0,
         lr_scheduler_type="linear", seed=args.seed, report_to="none", eval_strategy="epoch", save_strategy="epoch",
         save_total_limit=1, load_best_model_at_end=True, metric_for_best_model="f1", greater_is_better=True,
-        logging_strategy="no", use_cpu=True, disable_tqdm=True, bf16=args.precision == "bf16")
+        logging_strategy="no", use_cpu=args.device == "cpu", disable_tqdm=True, bf16=args.precision == "bf16")
     trainer = Trainer(model=model, args=training_args, train_dataset=encode(train_docs, args.max_length)[0],
                       eval_dataset=dev_set, data_collator=DataCollatorForTokenClassification(tokenizer),
                       compute_metrics=compute_metrics)
@@ -272,6 +272,7 @@ def main() -> None:
     parser.add_argument("--bilstm-epochs", type=int, default=10)
     parser.add_argument("--bilstm-lr", type=float, default=2e-3)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 on a shared machine)")
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda: every row trains and predicts there")
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="bf16",
                         help="every row alike: nerkit's trainer.precision, the Trainer's bf16 flag (autocast both)")
     parser.add_argument("--train-sentences", type=int, default=None, help="smoke test only: first N train sentences")

@@ -176,12 +176,13 @@ def entity_counts(documents: Sequence[Document], predicted: Sequence[Sequence[tu
     return counts
 
 
-def nerkit_predictions(run_dir: Path, documents: Sequence[Document]) -> tuple[list[list[tuple[int, int, str]]], bool]:
+def nerkit_predictions(run_dir: Path, documents: Sequence[Document],
+                       device: str = "cpu") -> tuple[list[list[tuple[int, int, str]]], bool]:
     """The best model's predictions in the scoring units, as the engine evaluates it (fp32
     weights, the training precision's autocast), and whether its decoder's spans may nest (a span
     head's predictions are scored with every span kept, as the engine and a user see them)."""
-    model, cfg = NerModel.load(run_dir, "cpu")
-    predictor = Predictor(model, cfg.max_length, cfg.stride, cfg.trainer.eval_batch_size, "cpu",
+    model, cfg = NerModel.load(run_dir, device)
+    predictor = Predictor(model, cfg.max_length, cfg.stride, cfg.trainer.eval_batch_size, device,
                           cfg.get("truncate", False), precision=cfg.trainer.precision)
     encodings = predictor.text_encoder.encode([d.text for d in documents], [d.tokens for d in documents])
     spans = predictor.predict_encoded(encodings)
@@ -199,19 +200,19 @@ def documents_key(documents: Sequence[Document]) -> str:
     return digest.hexdigest()[:16]
 
 
-def common_overrides(data: str, seed: int) -> list[str]:
+def common_overrides(data: str, seed: int, device: str = "cpu") -> list[str]:
     config, variant = DATA_VARIANTS.get(data, (data, []))
-    return [f"data={config}", *variant, f"seed={seed}", "trainer.device=cpu", "trainer.keep_checkpoints=0", "trainer.tensorboard=false",
+    return [f"data={config}", *variant, f"seed={seed}", f"trainer.device={device}", "trainer.keep_checkpoints=0", "trainer.tensorboard=false",
             "report_errors=false"]
 
 
-def row_config(data: str, row: str, seed: int, limit: int | None = None) -> tuple[DictConfig, list[str]]:
+def row_config(data: str, row: str, seed: int, limit: int | None = None, device: str = "cpu") -> tuple[DictConfig, list[str]]:
     """The row's training config and the smoke-test limits in it (``limit``: the first N
     sentences of every split; never for reported numbers)."""
-    cfg = compose_cfg([*ROWS[row][1], *common_overrides(data, seed)])
+    cfg = compose_cfg([*ROWS[row][1], *common_overrides(data, seed, device)])
     limits = [f"{'' if 'limit' in cfg.data[split] else '+'}data.{split}.limit={limit}"
               for split in ("train", "dev", "test") if cfg.data.get(split)] if limit else []
-    return compose_cfg([*ROWS[row][1], *common_overrides(data, seed), *limits]), limits
+    return compose_cfg([*ROWS[row][1], *common_overrides(data, seed, device), *limits]), limits
 
 
 def load_code(cfg: DictConfig) -> None:
@@ -233,7 +234,8 @@ def run_row(data: str, row: str, seed: int, cfg: DictConfig, limits: list[str], 
     started = time.perf_counter()
     if row == BASELINE:
         hf_args = argparse.Namespace(batch_size=cfg.trainer.batch_size, lr=cfg.trainer.lr, epochs=cfg.trainer.epochs,
-                                     seed=seed, max_length=cfg.max_length, precision=cfg.trainer.precision)
+                                     seed=seed, max_length=cfg.max_length, precision=cfg.trainer.precision,
+                                     device=cfg.trainer.device)
         scheme = cfg.data[split].get("scheme", "BIO")
         info, predicted = baseline_row(hf_args, splits["train"], splits["dev"], documents, scheme)
         dev_history, engine_f1, nested = info["dev_history"], info["test_f1"], False
@@ -243,7 +245,7 @@ def run_row(data: str, row: str, seed: int, cfg: DictConfig, limits: list[str], 
         metrics = json.loads((run_dir / "metrics.json").read_text())
         dev_history = [h["dev"]["f1"] for h in metrics["history"]]
         engine_f1 = metrics["test"]["f1"] if split == "test" else metrics["best_dev_f1"]
-        predicted, nested = nerkit_predictions(run_dir, documents)
+        predicted, nested = nerkit_predictions(run_dir, documents, cfg.trainer.device)
     train_s = time.perf_counter() - started
     scheme = cfg.data[split].get("scheme") or "BIO"
     metrics = score(documents, predicted, scheme, nested=nested)
@@ -252,7 +254,7 @@ def run_row(data: str, row: str, seed: int, cfg: DictConfig, limits: list[str], 
         raise AssertionError(f"{data}/{row}: per-sentence counts give F1 {micro_f1(np.asarray(counts))}, "
                              f"nerkit.evaluation.score {metrics['f1']}")
     return {"data": data, "row": row, "label": label, "seed": seed, "stamp": stamp, "split": split,
-            "overrides": overrides, "common_overrides": common_overrides(data, seed), "limits": limits,
+            "overrides": overrides, "common_overrides": common_overrides(data, seed, cfg.trainer.device), "limits": limits,
             "documents": len(documents), "documents_key": documents_key(documents),
             "f1": metrics["f1"], "precision": metrics["precision"], "recall": metrics["recall"], "ci95": metrics["ci95"],
             "scored_on": metrics["scored_on"], "engine_f1": engine_f1, "dev_history": dev_history,
@@ -376,6 +378,7 @@ def main() -> None:
     parser.add_argument("--rows", help=f"comma-separated rows of {sorted(ROWS)} (default: the dataset's, {DATASET_ROWS})")
     parser.add_argument("--seeds", default="42,43,44")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 on a shared machine)")
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda: training and prediction of every row (the stamp names the card)")
     parser.add_argument("--rows-dir", type=Path, default=ROWS_DIR)
     parser.add_argument("--limit", type=int, help="smoke test only: the first N sentences of every split")
     parser.add_argument("--merge", action="store_true", help="join the row files into bench/results/heads.{json,md}")
@@ -394,7 +397,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     # Every config composed and every class imported now: conf/ and nerkit/ edited while this
     # process runs change nothing in it, so its start stamp is what every row runs on.
-    configs = {(row, seed): row_config(args.data, row, seed, args.limit) for seed in seeds for row in rows}
+    configs = {(row, seed): row_config(args.data, row, seed, args.limit, args.device) for seed in seeds for row in rows}
     for cfg, _ in configs.values():
         load_code(cfg)
     stamp = machine_info()

@@ -100,7 +100,7 @@ def start_server(run_dir: Path, args) -> tuple[subprocess.Popen, str]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     server = subprocess.Popen(
-        [sys.executable, "-m", "nerkit.serve", f"run_dir={run_dir}", f"port={port}", "device=cpu",
+        [sys.executable, "-m", "nerkit.serve", f"run_dir={run_dir}", f"port={port}", f"device={args.device}",
          f"threads={args.threads}", f"batch_size={args.batch_size}", "log_level=warning",
          f"max_docs={args.max_docs_per_request}"],
         env={**os.environ, "PYTHONPATH": str(ROOT)},
@@ -190,7 +190,10 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=32, help="concurrent clients of the server")
     parser.add_argument("--requests", type=int, default=8, help="requests per client, one after another")
     parser.add_argument("--max-docs-per-request", type=int, default=8, help="each request: 1 to this many sentences")
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda: the PyTorch predictor and the server run there, "
+                        "into serve_cuda.{json,md}, without ONNX rows (ONNX Runtime here is its CPU build)")
     args = parser.parse_args()
+    on_cpu = torch.device(args.device).type == "cpu"
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.set_num_threads(args.threads)
 
@@ -199,43 +202,53 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         run_dir = args.run_dir or untrained_run(work / "run")
-        onnx_path, export_s = timed(export_onnx, run_dir, work / "model.onnx")
-        torch_default = Predictor.from_run(run_dir, "cpu", args.batch_size)
-        torch_fp32 = Predictor.from_run(run_dir, "cpu", args.batch_size, precision="fp32")
-        onnx_predictor = OnnxPredictor.from_run(run_dir, onnx_path, args.batch_size, threads=args.threads)
-        for predictor in (torch_default, torch_fp32, onnx_predictor):
-            predictor.predict(texts)  # warm-up: first calls allocate and pick kernels
-
-        default_out, default_s = timed(torch_default.predict, texts)
-        fp32_out, fp32_s = timed(torch_fp32.predict, texts)
-        onnx_out, onnx_s = timed(onnx_predictor.predict, texts)
-        same = sum(a == b for a, b in zip(as_tuples(fp32_out), as_tuples(onnx_out)))
+        torch_default = Predictor.from_run(run_dir, args.device, args.batch_size)
+        torch_default.predict(texts)  # warm-up: first calls allocate and pick kernels
         results = {
             "machine": stamp,
             "setup": {"model": str(args.run_dir or "all-MiniLM-L6-v2 + untrained CRF head"), "texts": len(texts),
                       "text": "CoNLL-2003 test sentences", "batch_size": args.batch_size, "threads": args.threads,
                       "torch_default_precision": torch_default.precision},
-            "cli": {"torch": cli_throughput(torch_default, texts, work, "torch"),
-                    "onnx": cli_throughput(onnx_predictor, texts, work, "onnx")},
-            "onnx_vs_torch": {"export_seconds": export_s, "torch_default_seconds": default_s, "torch_fp32_seconds": fp32_s,
-                              "onnx_seconds": onnx_s, "speedup_vs_fp32": fp32_s / onnx_s,
-                              "speedup_vs_default": default_s / onnx_s, "texts_with_identical_entities_vs_fp32": same,
-                              "entities": sum(map(len, fp32_out))},
-            "server": server_load(run_dir, torch_default, texts, args, work),
+            "cli": {"torch": cli_throughput(torch_default, texts, work, "torch")},
         }
-    save_results("serve", results, table(results))
+        if on_cpu:
+            results["cli"]["onnx"], results["onnx_vs_torch"] = onnx_rows(run_dir, torch_default, texts, args, work)
+        else:
+            results["setup"]["device"] = args.device
+        results["server"] = server_load(run_dir, torch_default, texts, args, work)
+    save_results("serve" if on_cpu else f"serve_{torch.device(args.device).type}", results, table(results))
+
+
+def onnx_rows(run_dir: Path, torch_default: Predictor, texts: list[str], args, work: Path) -> tuple[dict, dict]:
+    """The ONNX Runtime predictor's CLI throughput, and its speed and entities against PyTorch's."""
+    onnx_path, export_s = timed(export_onnx, run_dir, work / "model.onnx")
+    torch_fp32 = Predictor.from_run(run_dir, "cpu", args.batch_size, precision="fp32")
+    onnx_predictor = OnnxPredictor.from_run(run_dir, onnx_path, args.batch_size, threads=args.threads)
+    for predictor in (torch_fp32, onnx_predictor):
+        predictor.predict(texts)  # warm-up
+    default_out, default_s = timed(torch_default.predict, texts)
+    fp32_out, fp32_s = timed(torch_fp32.predict, texts)
+    onnx_out, onnx_s = timed(onnx_predictor.predict, texts)
+    same = sum(a == b for a, b in zip(as_tuples(fp32_out), as_tuples(onnx_out)))
+    return cli_throughput(onnx_predictor, texts, work, "onnx"), {
+        "export_seconds": export_s, "torch_default_seconds": default_s, "torch_fp32_seconds": fp32_s,
+        "onnx_seconds": onnx_s, "speedup_vs_fp32": fp32_s / onnx_s, "speedup_vs_default": default_s / onnx_s,
+        "texts_with_identical_entities_vs_fp32": same, "entities": sum(map(len, fp32_out))}
 
 
 def table(results: dict) -> str:
-    m, setup, cli, ox, srv = (results[k] for k in ("machine", "setup", "cli", "onnx_vs_torch", "server"))
-    rows = [
-        [f"CLI throughput (`predict_file`, model load excluded), PyTorch {setup['torch_default_precision']}",
-         f"{cli['torch']['texts_per_s']:.0f} texts/s"],
-        ["CLI throughput, ONNX Runtime (fp32 graph)", f"{cli['onnx']['texts_per_s']:.0f} texts/s"],
-        ["ONNX Runtime vs PyTorch fp32, `predict` on the same texts",
-         f"{ox['speedup_vs_fp32']:.2f}x faster; {ox['texts_with_identical_entities_vs_fp32']}/{setup['texts']} texts with "
-         "identical entities"],
-        [f"ONNX Runtime vs PyTorch {setup['torch_default_precision']} (the default)", f"{ox['speedup_vs_default']:.2f}x"],
+    m, setup, cli, srv = (results[k] for k in ("machine", "setup", "cli", "server"))
+    rows = [[f"CLI throughput (`predict_file`, model load excluded), PyTorch {setup['torch_default_precision']}",
+             f"{cli['torch']['texts_per_s']:.0f} texts/s"]]
+    if ox := results.get("onnx_vs_torch"):  # CPU runs only
+        rows += [
+            ["CLI throughput, ONNX Runtime (fp32 graph)", f"{cli['onnx']['texts_per_s']:.0f} texts/s"],
+            ["ONNX Runtime vs PyTorch fp32, `predict` on the same texts",
+             f"{ox['speedup_vs_fp32']:.2f}x faster; {ox['texts_with_identical_entities_vs_fp32']}/{setup['texts']} texts with "
+             "identical entities"],
+            [f"ONNX Runtime vs PyTorch {setup['torch_default_precision']} (the default)", f"{ox['speedup_vs_default']:.2f}x"],
+        ]
+    rows += [
         [f"server, {srv['workers']} concurrent clients x {srv['requests'] // srv['workers']} requests of "
          f"{srv['docs_per_request']} sentences: p50 / p99 latency", f"{srv['p50_ms']:.0f} / {srv['p99_ms']:.0f} ms"],
         ["server throughput", f"{srv['requests_per_s']:.1f} requests/s, {srv['texts_per_s']:.0f} texts/s; "
@@ -245,10 +258,10 @@ def table(results: dict) -> str:
          f"up to {srv['largest_batch_seen_requests']} requests per batch and {srv['longest_queue_seen_requests']} "
          "queued seen on /health"],
     ]
-    return (f"{setup['texts']} {setup['text']} as raw text, {setup['model']}, {setup['threads']} thread(s) for each "
+    where = f" on {m['gpu']}" if "device" in setup else ""  # a GPU run names its card
+    return (f"{setup['texts']} {setup['text']} as raw text, {setup['model']}{where}, {setup['threads']} thread(s) for each "
             f"runtime; commit {m['commit']}{' (dirty)' if m['dirty'] else ''}, {m['date']}, load average "
             f"{m['load_average'][0]:.1f} at start\n\n" + markdown_table(["what", "result"], rows))
-
 
 if __name__ == "__main__":
     main()

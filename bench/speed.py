@@ -160,11 +160,15 @@ def encoder_flops(model: NerModel, lengths: list[int]) -> float:
     return float(sum(2 * weights * n + 4 * layers * hidden * n * n for n in lengths))
 
 
+# The model every system holds: python -m nerkit.train <these> hydra.run.dir=bench/runs/speed_model
+SPEED_MODEL_OVERRIDES = ["data=conll2003", "+data.train.limit=3000", "trainer.epochs=1", "trainer.batch_size=8",
+                         "trainer.lr=2e-4", "head=softmax", "data.test=null"]
+
+
 def load_model(run_dir: Path) -> NerModel:
     if not (run_dir / "model.safetensors").exists():
         raise SystemExit(f"{run_dir}: no trained run; train one with (about 2 min on 2 quiet cores):\n"
-                         "python -m nerkit.train data=conll2003 +data.train.limit=3000 trainer.epochs=1 "
-                         f"trainer.batch_size=8 trainer.lr=2e-4 head=softmax data.test=null hydra.run.dir={run_dir}")
+                         f"python -m nerkit.train {' '.join(SPEED_MODEL_OVERRIDES)} hydra.run.dir={run_dir}")
     return NerModel.load(run_dir, "cpu")[0]
 
 
