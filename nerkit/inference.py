@@ -60,14 +60,15 @@ class Inference:
     """Predicts with one scores function and one decoder; the predictors are faces over it.
 
     ``decoder`` is called once per prediction (a CRF's transitions change while it trains).
-    Batches hold at most ``batch_size`` windows and ``max_batch_tokens`` padded tokens.
+    Batches hold at most ``batch_size`` windows and ``max_batch_tokens`` padded tokens, cut where
+    padding plus ``batch_cost_tokens`` per batch is least (``budget_batches``).
     """
 
     def __init__(self, text_encoder: TextEncoder, scores: ScoresFn, decoder: Callable[[], Decoder],
-                 batch_size: int = 64, max_batch_tokens: int = 2048):
+                 batch_size: int = 64, max_batch_tokens: int = 2048, batch_cost_tokens: int = 128):
         self.text_encoder = text_encoder
         self._scores, self.decoder = scores, decoder
-        self.batch_size, self.max_batch_tokens = batch_size, max_batch_tokens
+        self.batch_size, self.max_batch_tokens, self.batch_cost_tokens = batch_size, max_batch_tokens, batch_cost_tokens
         first = decoder()
         self.entity_types: list[str] = list(first.entity_types)
         self.scheme: str = first.scheme  # the tag scheme predictions are scored in by default
@@ -132,7 +133,7 @@ class Inference:
         lengths = table.token_end - table.token_start + specials
         collect, merge = MERGES[decoder.merge]
         outputs: list = [None] * len(lengths)
-        for batch in budget_batches(lengths.tolist(), self.batch_size, self.max_batch_tokens):
+        for batch in budget_batches(lengths.tolist(), self.batch_size, self.max_batch_tokens, self.batch_cost_tokens):
             arrays = self.window_batch(encodings, table, batch)
             n_words = arrays[3].sum(1)
             for j, out in zip(batch, collect(decoder, np.asarray(self.scores(*arrays)), n_words)):

@@ -13,7 +13,7 @@ import torch
 from nerkit.data.encoding import TextEncoder
 from nerkit.data.words import DEFAULT_WORDS, words_of
 from nerkit.inference import Inference
-from nerkit.model import NerModel, default_batch_tokens, torch_scores
+from nerkit.model import NerModel, default_batch_cost, default_batch_tokens, torch_scores
 from nerkit.precision import check_precision, dtype_of
 from nerkit.runs import CONFIG
 
@@ -33,9 +33,10 @@ class Predictor(Inference):
         self.precision = check_precision(precision, self.device)
         if cast_encoder:
             self.model.encoder.to(dtype_of(self.precision))
+        max_batch_tokens = max_batch_tokens or default_batch_tokens(self.device, batch_size, max_length)
         super().__init__(TextEncoder(model.encoder.tokenizer, max_length, stride, truncate, words),
                          torch_scores(self.model, self.device, self.precision), self.model.head.decoder, batch_size,
-                         max_batch_tokens or default_batch_tokens(self.device, batch_size, max_length))
+                         max_batch_tokens, default_batch_cost(self.device, max_batch_tokens))
         if compile:
             self.model.encoder.compile(dynamic=True)
             # Compiled here, not at the first request: one graph for single windows, one for batches.

@@ -80,7 +80,7 @@ def calibration_batches(model: NerModel, texts: Sequence[str], max_windows: int,
     specials = len(predictor.text_encoder.prefix_ids) + len(predictor.text_encoder.suffix_ids)
     lengths = (table.token_end - table.token_start + specials)[:n].tolist()
     return [predictor.window_batch(encodings, table, rows)
-            for rows in budget_batches(lengths, batch_size, predictor.max_batch_tokens)]
+            for rows in budget_batches(lengths, batch_size, predictor.max_batch_tokens, predictor.batch_cost_tokens)]
 
 
 class _Reader(CalibrationDataReader):

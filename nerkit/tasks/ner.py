@@ -20,7 +20,7 @@ from nerkit.error_report import write_error_report
 from nerkit.evaluation import evaluate
 from nerkit.inference import Inference
 from nerkit.messages import shorten
-from nerkit.model import NerModel, default_batch_tokens, torch_scores
+from nerkit.model import NerModel, default_batch_cost, default_batch_tokens, torch_scores
 from nerkit.model_card import TaskCard, escape, model_card, short_name
 from nerkit.precision import check_precision
 from nerkit.tasks.base import Batch, Task, read_splits
@@ -85,10 +85,11 @@ class NerTask(Task):
 
     def inference(self, model: NerModel) -> Inference:
         """``model`` predicting through the one inference path, as users' predictors do."""
-        batch_size = self.cfg.trainer.eval_batch_size
+        batch_size, device = self.cfg.trainer.eval_batch_size, torch.device(self.device)
+        # the head's scores stay within limits.head_memory_gb
+        tokens = min(default_batch_tokens(device, batch_size, self.cfg.max_length), self.eval_batch_tokens)
         return Inference(self.text_encoder, torch_scores(model, self.device, self.precision), model.head.decoder,
-                         batch_size, min(default_batch_tokens(torch.device(self.device), batch_size, self.cfg.max_length),
-                             self.eval_batch_tokens))  # the head's scores stay within limits.head_memory_gb
+                         batch_size, tokens, default_batch_cost(device, tokens))
 
     def evaluate(self, model: nn.Module, split: str) -> dict:
         # Scored in the data's own tag scheme when the reader names one (CoNLL files: IOB2 / BIOES).
