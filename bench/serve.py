@@ -128,7 +128,7 @@ def load(url: str, batches: list[list[str]], workers: int) -> tuple[list, float,
                 health = client.get("/health").json()
                 seen["batch_requests"] = max(seen["batch_requests"], health["current_batch_requests"])
                 seen["waiting_requests"] = max(seen["waiting_requests"], health["waiting_requests"])
-                time.sleep(0.05)
+                time.sleep(0.25)  # a round lasts longer; each poll is a request the server and this process serve
 
     def client(w: int) -> list[tuple[float, int, dict]]:
         out = []

@@ -449,7 +449,9 @@ def create_app(predictor: TextPredictor, limits: Limits | None = None, info: dic
         finally:
             gone.cancel()
         if job.result.done():
-            return PredictResponse(entities=[[EntityOut(**asdict(e)) for e in doc] for doc in job.result.result()])
+            # read from the entities' attributes (asdict would deep-copy each one first)
+            return PredictResponse(entities=[[EntityOut.model_validate(e, from_attributes=True) for e in doc]
+                                             for doc in job.result.result()])
         job.stop.set()
         if gone in done:
             log.info("client closed its request of %d texts after %.1fs; its result is discarded",
