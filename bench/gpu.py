@@ -52,6 +52,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Sequence
 
+import torch
+
 from bench.common import RESULTS, ROOT, RUNS, machine_info, markdown_table
 from bench.speed import SPEED_MODEL_OVERRIDES
 
@@ -91,8 +93,6 @@ def stages(python: str = sys.executable) -> list[Stage]:
 
 
 def card() -> dict:
-    import torch
-
     if not torch.cuda.is_available():
         raise SystemExit("no GPU: torch.cuda.is_available() is False")
     props = torch.cuda.get_device_properties(0)

@@ -154,6 +154,35 @@ def verdict(a: str, b: str, intervals: Sequence[Sequence[float] | None]) -> str:
     return "no detectable difference"
 
 
+def compared(a: str, b: str, seeds: Sequence[int], differences: Sequence[float],
+             counts_a: Sequence, counts_b: Sequence) -> dict:
+    """One compared pair over the seeds both have: per-seed differences of the metric, the paired
+    bootstrap of ``counts_a``/``counts_b`` ([seeds, units, 3]), the t-interval, the verdict."""
+    boot, t = paired_bootstrap(counts_a, counts_b), t_interval(differences)
+    return {"a": a, "b": b, "seeds": list(seeds), "differences": list(differences),
+            "mean_difference": statistics.mean(differences), "bootstrap_ci95": boot, "t_ci95": t,
+            "verdict": verdict(a, b, [boot, t])}
+
+
+def pairs_table(pairs: Sequence[dict]) -> str:
+    """The Markdown of compared pairs, differences in points (x 100)."""
+    def pts(x: float) -> str:
+        return f"{100 * x:+.2f}"
+
+    def interval(ci: Sequence[float] | None) -> str:
+        return "-" if ci is None else f"{pts(ci[0])} to {pts(ci[1])}"
+
+    return markdown_table(["pair", "seeds", "mean difference", "bootstrap CI95", "t CI95 over seeds", "verdict"],
+                          [[f"{p['a']} - {p['b']}", ",".join(map(str, p["seeds"])), pts(p["mean_difference"]),
+                            interval(p["bootstrap_ci95"]), interval(p["t_ci95"]), p["verdict"]] for p in pairs])
+
+
+def runs_text(stamps: dict) -> str:
+    """The distinct commit (+dirty) / threads of a row's runs."""
+    return " ".join(sorted({f"{st['commit']}{'+dirty' if st['dirty'] else ''}/{st['torch_threads']}t"
+                            for st in stamps.values()}))
+
+
 # --- one row ---------------------------------------------------------------------------------------
 
 def entity_counts(documents: Sequence[Document], predicted: Sequence[Sequence[tuple[int, int, str]]],
@@ -313,11 +342,8 @@ def merge(rows_dir: Path, expected_seeds: Sequence[int]) -> dict:
             seeds = sorted(set(rows[a]) & set(rows[b]))
             if not seeds:
                 continue
-            diffs = [rows[a][s]["f1"] - rows[b][s]["f1"] for s in seeds]
-            boot = paired_bootstrap([rows[a][s]["counts"] for s in seeds], [rows[b][s]["counts"] for s in seeds])
-            t = t_interval(diffs)
-            pairs.append({"a": a, "b": b, "seeds": seeds, "differences": diffs, "mean_difference": statistics.mean(diffs),
-                          "bootstrap_ci95": boot, "t_ci95": t, "verdict": verdict(a, b, [boot, t])})
+            pairs.append(compared(a, b, seeds, [rows[a][s]["f1"] - rows[b][s]["f1"] for s in seeds],
+                                  [rows[a][s]["counts"] for s in seeds], [rows[b][s]["counts"] for s in seeds]))
         first = next(iter(next(iter(rows.values())).values()))
         missing = [f"{row} seed {s}" for row in DATASET_ROWS.get(data, list(rows)) for s in expected_seeds
                    if s not in rows.get(row, {})]
@@ -332,12 +358,6 @@ def merge(rows_dir: Path, expected_seeds: Sequence[int]) -> dict:
 
 def table(results: dict) -> str:
     """The Markdown of bench/results/heads.json."""
-    def pts(x: float) -> str:
-        return f"{100 * x:+.2f}"
-
-    def interval(ci: Sequence[float] | None) -> str:
-        return "-" if ci is None else f"{pts(ci[0])} to {pts(ci[1])}"
-
     out = ["Heads at today's defaults (conf/train.yaml; rows differ only in their overrides, bench/heads.py ROWS), "
            "F1 x 100 on the scored split; paired intervals over the seeds both rows have: bootstrap over sentences "
            f"({results['resamples']} resamples, one resample for both systems and every seed) and Student t over "
@@ -346,18 +366,13 @@ def table(results: dict) -> str:
         seeds = sorted({int(s) for r in d["rows"].values() for s in r["f1_by_seed"]})
         rows = [[key, r["label"], *(f"{100 * r['f1_by_seed'][str(s)]:.2f}" if str(s) in r["f1_by_seed"] else "-"
                                     for s in seeds),
-                 f"{100 * r['mean']:.2f}", "-" if r["std"] is None else f"{100 * r['std']:.2f}",
-                 " ".join(sorted({f"{st['commit']}{'+dirty' if st['dirty'] else ''}/{st['torch_threads']}t"
-                                  for st in r["stamps"].values()}))]
+                 f"{100 * r['mean']:.2f}", "-" if r["std"] is None else f"{100 * r['std']:.2f}", runs_text(r["stamps"])]
                 for key, r in d["rows"].items()]
-        pairs = [[f"{p['a']} - {p['b']}", ",".join(map(str, p["seeds"])), pts(p["mean_difference"]),
-                  interval(p["bootstrap_ci95"]), interval(p["t_ci95"]), p["verdict"]] for p in d["pairs"]]
         out += ["", f"### {data} ({d['split']}, {d['documents']} sentences; {d['scored_on']})", "",
                 markdown_table(["row", "system", *(f"seed {s}" for s in seeds), "mean", "std", "runs (commit/threads)"],
                                rows), ""]
-        if pairs:
-            out += [markdown_table(["pair", "seeds", "mean difference", "bootstrap CI95", "t CI95 over seeds", "verdict"],
-                                   pairs), ""]
+        if d["pairs"]:
+            out += [pairs_table(d["pairs"]), ""]
         out.append("Missing: " + (", ".join(d["missing"]) if d["missing"] else "none"))
     if results["not_run"]:
         out += ["", f"Not run yet (no row file): {', '.join(results['not_run'])}."]

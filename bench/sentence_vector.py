@@ -31,7 +31,7 @@ import torch
 from omegaconf import OmegaConf
 
 from bench.common import RESULTS, ROOT, RUNS, compose_cfg, machine_info, markdown_table
-from bench.heads import RESAMPLES, claim, documents_key, load_code, paired_bootstrap, t_interval, verdict
+from bench.heads import RESAMPLES, claim, compared, documents_key, load_code, pairs_table, runs_text
 from nerkit.classifier import Classifier
 from nerkit.runs import write_text_atomically
 from nerkit.tasks.base import read_splits
@@ -111,12 +111,9 @@ def merge(parts_dir: Path, expected_seeds: Sequence[int], configured_default: st
         seeds = sorted(set(parts.get(a, {})) & set(parts.get(b, {})))
         if not seeds:
             continue
-        diffs = [parts[a][s]["test_accuracy"] - parts[b][s]["test_accuracy"] for s in seeds]
-        boot = paired_bootstrap([outcome_counts(parts[a][s]["correct"]) for s in seeds],
-                                [outcome_counts(parts[b][s]["correct"]) for s in seeds])
-        t = t_interval(diffs)
-        pairs.append({"a": a, "b": b, "seeds": seeds, "differences": diffs, "mean_difference": statistics.mean(diffs),
-                      "bootstrap_ci95": boot, "t_ci95": t, "verdict": verdict(a, b, [boot, t])})
+        pairs.append(compared(a, b, seeds, [parts[a][s]["test_accuracy"] - parts[b][s]["test_accuracy"] for s in seeds],
+                              [outcome_counts(parts[a][s]["correct"]) for s in seeds],
+                              [outcome_counts(parts[b][s]["correct"]) for s in seeds]))
     missing = [f"{v} seed {s}" for v in VECTORS for s in expected_seeds if s not in parts.get(v, {})]
     first = next(iter(next(iter(parts.values())).values()))
     return {"overrides": first["overrides"], "documents": first["documents"], "expected_seeds": list(expected_seeds),
@@ -140,29 +137,18 @@ def supported_default(pairs: Sequence[dict], configured: str, complete: bool) ->
 
 def table(results: dict) -> str:
     """The Markdown of bench/results/sentence_vector.json."""
-    def pts(x: float) -> str:
-        return f"{100 * x:+.2f}"
-
-    def interval(ci: Sequence[float] | None) -> str:
-        return "-" if ci is None else f"{pts(ci[0])} to {pts(ci[1])}"
-
     seeds = sorted({int(s) for v in results["vectors"].values() for s in v["test_by_seed"]})
     rows = [[vector, *(f"{100 * v['test_by_seed'][str(s)]:.2f}" if str(s) in v["test_by_seed"] else "-" for s in seeds),
-             f"{100 * v['mean']:.2f}", "-" if v["std"] is None else f"{100 * v['std']:.2f}",
-             " ".join(sorted({f"{st['commit']}{'+dirty' if st['dirty'] else ''}/{st['torch_threads']}t"
-                              for st in v["stamps"].values()}))]
+             f"{100 * v['mean']:.2f}", "-" if v["std"] is None else f"{100 * v['std']:.2f}", runs_text(v["stamps"])]
             for vector, v in results["vectors"].items()]
-    pairs = [[f"{p['a']} - {p['b']}", ",".join(map(str, p["seeds"])), pts(p["mean_difference"]),
-              interval(p["bootstrap_ci95"]), interval(p["t_ci95"]), p["verdict"]] for p in results["pairs"]]
     out = [f"Hyperpartisan (SemEval-2019 by-article), MiniLM fine-tuned, the same budget for every vector and seed: "
            f"`{' '.join(results['overrides'])}`. Test accuracy x 100 on all {results['documents']} test articles; "
            f"paired intervals over the seeds both vectors have: bootstrap over articles ({results['resamples']} "
            "resamples, one resample for both vectors and every seed) and Student t over per-seed differences, both "
            "95%. An ordering is stated only where both exclude 0.", "",
            markdown_table(["sentence vector", *(f"seed {s}" for s in seeds), "mean", "std", "runs (commit/threads)"], rows)]
-    if pairs:
-        out += ["", markdown_table(["pair", "seeds", "mean difference", "bootstrap CI95", "t CI95 over seeds", "verdict"],
-                                   pairs)]
+    if results["pairs"]:
+        out += ["", pairs_table(results["pairs"])]
     out += ["", "Missing: " + (", ".join(results["missing"]) if results["missing"] else "none"),
             f"Default (`conf/task/classify.yaml`): `{results['configured_default']}`; the result supports "
             f"`{results['supported_default']}`" + ("" if not results["missing"] else " (until every vector x seed has run)") + "."]

