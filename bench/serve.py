@@ -12,28 +12,31 @@ graph goes to a temporary folder. Writes bench/results/serve.json and serve.md (
   bf16 units) and the ONNX Runtime predictor (the exported fp32 graph).
 - ONNX vs PyTorch: ``predict`` on the same texts, same batch size, against PyTorch fp32 (the same
   arithmetic: how many texts get exactly the same entities) and against PyTorch's default.
-- Server: ``python -m nerkit.serve`` (default precision, default ``round_chars``) in its own
-  process on 127.0.0.1; ``--workers`` concurrent clients (threads) each send ``--requests``
-  requests, one after another, of 1 to ``--max-docs-per-request`` consecutive sentences (seeded);
-  after one untimed pass to warm it up, ``--rounds`` times, each beside a CLI run on exactly the
-  same texts (``predict_file``, same process and threads as above), in alternating order.
-  Reported: per-request latency percentiles over every round, the throughput ratio to the CLI in
-  the median and the worst round, the largest batch of requests and queue ``/health`` showed, and every response checked
-  against ``Predictor.predict`` on that request's texts alone at the same precision. The clients
-  share the machine with the server: on few cores they take some of its CPU.
+- Server: ``python -m nerkit.serve`` (default options) in its own process on 127.0.0.1, and beside
+  it one server per ``--server-variant`` (a server option, by default ``batch_wait=0``);
+  ``--workers`` concurrent clients (asyncio tasks in one thread, each on its own keep-alive
+  connection) each send ``--requests`` requests, one after another, of 1 to
+  ``--max-docs-per-request`` consecutive sentences (seeded); after one untimed pass to warm them
+  up, ``--rounds`` rounds, each the load on every server and a CLI run on exactly the same texts
+  (``predict_file``, same process and threads as above), in an order that rotates by round.
+  Reported per server: latency percentiles over every round, the throughput ratio to the CLI in
+  the median and the worst round, the CPU seconds of server, clients and CLI, and the largest
+  batch of requests and queue ``/health`` showed; per variant, its throughput against the
+  default server's in the same round. Every response is checked against ``Predictor.predict`` on
+  that request's texts alone at the same precision. The clients share the machine with the
+  server: on few cores they take some of its CPU.
 """
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import random
 import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -76,9 +79,10 @@ def cli_throughput(predictor: Predictor, texts: list[str], work: Path, name: str
     source, target = work / "texts.txt", work / f"{name}.jsonl"
     source.write_text("\n".join(texts) + "\n", encoding="utf-8")
     cfg = PredictConfig(run_dir="-", input=str(source), output=str(target), format=Format.text, progress=False)
+    cpu = time.process_time()
     stats, seconds = timed(predict_file, predictor, cfg)
     assert stats.documents == len(texts) and stats.bad_lines == 0
-    return {"texts": len(texts), "seconds": seconds, "texts_per_s": len(texts) / seconds}
+    return {"texts": len(texts), "seconds": seconds, "texts_per_s": len(texts) / seconds, "cpu_s": time.process_time() - cpu}
 
 
 def free_port() -> int:
@@ -97,13 +101,19 @@ def request_texts(texts: list[str], args) -> list[list[str]]:
     return batches
 
 
-def start_server(run_dir: Path, args) -> tuple[subprocess.Popen, str]:
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU seconds of process ``pid``, all its threads (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def start_server(run_dir: Path, args, options: list[str]) -> tuple[subprocess.Popen, str]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     server = subprocess.Popen(
         [sys.executable, "-m", "nerkit.serve", f"run_dir={run_dir}", f"port={port}", f"device={args.device}",
          f"threads={args.threads}", f"batch_size={args.batch_size}", "log_level=warning",
-         f"max_docs={args.max_docs_per_request}"],
+         f"max_docs={args.max_docs_per_request}", *options],
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     deadline = time.monotonic() + 300
@@ -117,78 +127,115 @@ def start_server(run_dir: Path, args) -> tuple[subprocess.Popen, str]:
             time.sleep(0.2)
 
 
-def load(url: str, batches: list[list[str]], workers: int) -> tuple[list, float, dict]:
-    """``workers`` clients sending ``batches`` (client w sends batches w, w + workers, ...);
-    the results, the wall time, and the fullest batch and queue that /health showed meanwhile."""
+def load(url: str, batches: list[list[str]], workers: int) -> tuple[list, float, float, dict]:
+    """``workers`` clients sending ``batches`` (client w sends batches w, w + workers, ...), each on
+    its own keep-alive connection, all in one asyncio thread: a load generator that takes little of
+    the CPU it shares with the server (32 client threads spent a fifth of a CLI run's CPU on
+    switching the GIL). The results, the wall time, the clients' CPU seconds, and the fullest
+    batch and queue that /health showed meanwhile."""
     seen = {"batch_requests": 0, "waiting_requests": 0}
-    done = threading.Event()
 
-    def watch() -> None:
-        with httpx.Client(base_url=url) as client:
+    async def watch(done: asyncio.Event) -> None:
+        async with httpx.AsyncClient(base_url=url) as http:
             while not done.is_set():
-                health = client.get("/health").json()
+                health = (await http.get("/health")).json()
                 seen["batch_requests"] = max(seen["batch_requests"], health["current_batch_requests"])
                 seen["waiting_requests"] = max(seen["waiting_requests"], health["waiting_requests"])
-                time.sleep(0.25)  # a round lasts longer; each poll is a request the server and this process serve
+                await asyncio.sleep(0.25)  # a round lasts longer; each poll is a request the server serves
 
-    def client(w: int) -> list[tuple[float, int, dict]]:
+    async def client(w: int) -> list[tuple[float, int, dict]]:
         out = []
-        with httpx.Client(base_url=url, timeout=300) as http:
+        async with httpx.AsyncClient(base_url=url, timeout=300) as http:
             for batch in batches[w::workers]:
                 start = time.perf_counter()
-                response = http.post("/predict", json={"texts": batch})
+                response = await http.post("/predict", json={"texts": batch})
                 out.append((time.perf_counter() - start, response.status_code, response.json()))
         return out
 
-    watcher = threading.Thread(target=watch)
-    watcher.start()
-    started = time.perf_counter()
-    with ThreadPoolExecutor(workers) as pool:
-        per_client = list(pool.map(client, range(workers)))
-    wall = time.perf_counter() - started
-    done.set()
-    watcher.join()
+    async def everyone() -> list[list[tuple[float, int, dict]]]:
+        done = asyncio.Event()
+        watcher = asyncio.create_task(watch(done))
+        per_client = await asyncio.gather(*(client(w) for w in range(workers)))
+        done.set()
+        await watcher
+        return per_client
+
+    started, cpu_started = time.perf_counter(), time.process_time()
+    per_client = asyncio.run(everyone())
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu_started
     results: list = [None] * len(batches)
     for w, out in enumerate(per_client):
         results[w::workers] = out
-    return results, wall, seen
+    return results, wall, cpu, seen
 
 
 def server_load(run_dir: Path, predictor: Predictor, texts: list[str], args, work: Path) -> dict:
-    """``args.rounds`` rounds, each the clients' whole load on the server and the CLI on the same
-    texts, in alternating order (the machine's speed drifts between rounds, not within one): the
-    throughput ratio per round, its median and worst round; latencies pooled over rounds."""
+    """``args.rounds`` rounds, each the clients' whole load on the default server, on each
+    ``--server-variant`` and the CLI on the same texts, in an order that rotates from round to
+    round (the machine's speed drifts between rounds, not within one): per server, the throughput
+    ratio to the CLI per round, its median and worst round, latencies pooled over rounds; per
+    variant, its throughput against the default server's in the same round."""
     batches = request_texts(texts, args)
     same_texts = [text for batch in batches for text in batch]
-    server, url = start_server(run_dir, args)
-    rounds, responses = [], []
+    servers = {"default": [], **{variant: [variant] for variant in args.server_variant}}
+    running = {}
+    rounds: dict[str, list] = {name: [] for name in servers}
+    responses: list[list] = []
     try:
-        load(url, batches[: args.workers], args.workers)  # warm-up: first batches allocate and pick kernels
+        for name, options in servers.items():
+            running[name] = start_server(run_dir, args, options)
+            load(running[name][1], batches[: args.workers], args.workers)  # warm-up: first batches pick kernels
         for r in range(args.rounds):
-            if r % 2:
-                cli = cli_throughput(predictor, same_texts, work, "server_texts")
-            results, wall, seen = load(url, batches, args.workers)
-            if not r % 2:
-                cli = cli_throughput(predictor, same_texts, work, "server_texts")
-            responses.append(results)
-            rounds.append({"server_texts_per_s": len(same_texts) / wall, "cli_texts_per_s": cli["texts_per_s"],
-                           "throughput_vs_cli": len(same_texts) / wall / cli["texts_per_s"], "seen": seen})
+            order = ["cli", *servers]
+            order = order[r % len(order):] + order[: r % len(order)]
+            loads = {}
+            for who in order:
+                if who == "cli":
+                    cli = cli_throughput(predictor, same_texts, work, "server_texts")
+                    continue
+                server, url = running[who]
+                server_cpu = cpu_seconds(server.pid)
+                results, wall, clients_cpu, seen = load(url, batches, args.workers)
+                loads[who] = (results, wall, clients_cpu, seen, cpu_seconds(server.pid) - server_cpu)
+            for who, (results, wall, clients_cpu, seen, server_cpu) in loads.items():
+                responses.append(results)
+                rounds[who].append({"server_texts_per_s": len(same_texts) / wall, "cli_texts_per_s": cli["texts_per_s"],
+                                    "throughput_vs_cli": len(same_texts) / wall / cli["texts_per_s"], "seen": seen,
+                                    "cpu_s": {"server": server_cpu, "clients": clients_cpu, "cli": cli["cpu_s"]},
+                                    "cores_unused": 1 - (server_cpu + clients_cpu) / (wall * os.cpu_count()),
+                                    "latencies_ms": [1000 * latency for latency, _, _ in results]})
     finally:
-        server.terminate()
-        server.wait(timeout=60)
+        for server, _ in running.values():
+            server.terminate()
+            server.wait(timeout=60)
     expected = [as_tuples(predictor.predict(batch)) for batch in batches]
-    latencies = np.array([r[0] for results in responses for r in results]) * 1000
     errors = sum(status != 200 for results in responses for _, status, _ in results)
     mismatches = sum([[(e["start"], e["end"], e["label"]) for e in doc] for doc in body["entities"]] != want
                      for results in responses for (_, status, body), want in zip(results, expected) if status == 200)
-    ratios = [r["throughput_vs_cli"] for r in rounds]
-    return {"workers": args.workers, "requests": len(batches), "docs_per_request": f"1-{args.max_docs_per_request}",
-            "texts": len(same_texts), "rounds": rounds, "errors": errors, "responses_differing_from_python_api": mismatches,
-            "p50_ms": float(np.percentile(latencies, 50)), "p99_ms": float(np.percentile(latencies, 99)),
-            "max_ms": float(latencies.max()),
+    out = {"workers": args.workers, "requests": len(batches), "docs_per_request": f"1-{args.max_docs_per_request}",
+           "texts": len(same_texts), "errors": errors, "responses_differing_from_python_api": mismatches,
+           **server_stats(rounds["default"])}
+    out["variants"] = {variant: {**server_stats(rounds[variant]), **ratio_stats(
+        [v["server_texts_per_s"] / d["server_texts_per_s"] for v, d in zip(rounds[variant], rounds["default"])],
+        "throughput_vs_default")} for variant in args.server_variant}
+    return out
+
+
+def ratio_stats(ratios: list[float], name: str) -> dict:
+    return {name: float(np.median(ratios)), f"{name}_worst": min(ratios)}
+
+
+def server_stats(rounds: list[dict]) -> dict:
+    """One server's rounds: throughput against the CLI (median and worst round), latency, CPU seconds."""
+    latencies = np.array([ms for r in rounds for ms in r["latencies_ms"]])
+    return {"rounds": [{k: v for k, v in r.items() if k != "latencies_ms"} for r in rounds], "p50_ms": float(np.percentile(latencies, 50)),
+            "p99_ms": float(np.percentile(latencies, 99)), "max_ms": float(latencies.max()),
             "texts_per_s": float(np.median([r["server_texts_per_s"] for r in rounds])),
             "cli_texts_per_s_same_texts": float(np.median([r["cli_texts_per_s"] for r in rounds])),
-            "throughput_vs_cli": float(np.median(ratios)), "throughput_vs_cli_worst": min(ratios),
+            **ratio_stats([r["throughput_vs_cli"] for r in rounds], "throughput_vs_cli"),
+            "cpu_s_per_round": {who: float(np.median([r["cpu_s"][who] for r in rounds]))
+                                for who in ("server", "clients", "cli")},
+            "cores_unused": float(np.median([r["cores_unused"] for r in rounds])),
             "largest_batch_seen_requests": max(r["seen"]["batch_requests"] for r in rounds),
             "longest_queue_seen_requests": max(r["seen"]["waiting_requests"] for r in rounds)}
 
@@ -204,9 +251,13 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=8, help="requests per client, one after another")
     parser.add_argument("--max-docs-per-request", type=int, default=8, help="each request: 1 to this many sentences")
     parser.add_argument("--rounds", type=int, default=5, help="server loads, each beside a CLI run on the same texts")
+    parser.add_argument("--server-variant", action="append", default=None,
+                        help="a server option (KEY=VALUE) whose server is also loaded in every round, against the "
+                        "default's; repeatable (default: batch_wait=0, the rounds without waiting)")
     parser.add_argument("--device", default="cpu", help="cpu, or cuda: the PyTorch predictor and the server run there, "
                         "into serve_cuda.{json,md}, without ONNX rows (ONNX Runtime here is its CPU build)")
     args = parser.parse_args()
+    args.server_variant = ["batch_wait=0"] if args.server_variant is None else args.server_variant
     on_cpu = torch.device(args.device).type == "cpu"
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.set_num_threads(args.threads)
@@ -271,7 +322,15 @@ def table(results: dict) -> str:
          f"median {srv['throughput_vs_cli']:.1%}, worst round {srv['throughput_vs_cli_worst']:.1%}, goal >= 80% "
          f"(CLI median {srv['cli_texts_per_s_same_texts']:.0f} texts/s); up to {srv['largest_batch_seen_requests']} "
          f"requests per batch and {srv['longest_queue_seen_requests']} queued seen on /health"],
+        ["CPU seconds per round (median): server / its clients / the CLI; share of the machine's cores unused "
+         "during a load", " / ".join(f"{srv['cpu_s_per_round'][who]:.1f}" for who in ("server", "clients", "cli"))
+         + f"; {srv['cores_unused']:.0%}"],
     ]
+    for variant, v in srv.get("variants", {}).items():
+        rows.append([f"server with `{variant}`, in the same rounds",
+                     f"{v['texts_per_s']:.0f} texts/s: {v['throughput_vs_default']:.2f}x the default server's (worst round "
+                     f"{v['throughput_vs_default_worst']:.2f}x), {v['throughput_vs_cli']:.1%} of the CLI; p50 / p99 "
+                     f"{v['p50_ms']:.0f} / {v['p99_ms']:.0f} ms; up to {v['largest_batch_seen_requests']} requests per batch"])
     where = f" on {m['gpu']}" if "device" in setup else ""  # a GPU run names its card
     return (f"{setup['texts']} {setup['text']} as raw text, {setup['model']}{where}, {setup['threads']} thread(s) for each "
             f"runtime; commit {m['commit']}{' (dirty)' if m['dirty'] else ''}, {m['date']}, load average "

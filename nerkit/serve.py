@@ -20,7 +20,9 @@ Concurrent requests are predicted together: they queue, and each round takes the
 requests, oldest first, up to ``round_chars`` characters (at least one request), and runs the
 predictor once over all their texts in a worker thread, so that their windows share token-budget
 batches; each request gets back its own texts' entities, the same as ``Predictor.predict`` on
-them alone. Each request has ``request_timeout`` seconds from its arrival, reading its body and
+them alone. A round first waits up to ``batch_wait`` seconds for as many requests as the previous
+round had, so that clients which send again as soon as they are answered keep sharing rounds (a
+lone client does not wait: its previous round had one request). Each request has ``request_timeout`` seconds from its arrival, reading its body and
 waiting included: a request still queued then gets 503, one being predicted 504. A request
 whose client went away or whose time ran out leaves the queue (its texts never reach the model)
 or, once its round has started, has its result discarded, the others' unaffected; a round whose
@@ -32,7 +34,7 @@ process list) makes every path but ``/health`` and the demo page require ``Autho
 (401; the scheme name in any case).
 
 Options: backend=torch|onnx device=cpu|cuda precision=auto|fp32|bf16|fp16 compile=false batch_size=64 threads=N
-max_docs=64 max_chars=100000 max_bytes=4000000 request_timeout=60 read_timeout=30 round_chars=100000
+max_docs=64 max_chars=100000 max_bytes=4000000 request_timeout=60 read_timeout=30 round_chars=100000 batch_wait=0.1
 auth_token=... trust_remote_code=false log_level=info (precision and compile as in ``nerkit.predict``)
 """
 # No `from __future__ import annotations`: FastAPI reads the request model from the annotations
@@ -59,8 +61,8 @@ from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from omegaconf import MISSING
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model, model_validator
-from starlette.responses import HTMLResponse, JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, create_model, model_validator
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from nerkit.cli import (Backend, Content, PrecisionChoice, TextPredictor, load_predictor, parse_args, predict_contents,
@@ -92,6 +94,7 @@ class ServeConfig(Limits):
     compile: bool = False  # torch backend: torch.compile the encoder at load
     batch_size: int = 64
     round_chars: int = 100_000  # characters of queued texts predicted together (at least one request)
+    batch_wait: float = 0.1  # seconds a round may wait for as many requests as the previous round had
     threads: Optional[int] = None
     log_level: str = "info"
 
@@ -108,6 +111,9 @@ class EntityOut(BaseModel):
 
 class PredictResponse(BaseModel):
     entities: list[list[EntityOut]]
+
+
+ENTITIES_JSON = TypeAdapter(list[list[Entity]])  # an EntityOut's fields are an Entity's
 
 
 ARRIVED = "nerkit.arrived"  # the request's arrival time (time.monotonic()), in the ASGI scope's state
@@ -271,11 +277,17 @@ class Batcher:
     """Predicts queued requests together: one round at a time takes the waiting requests, oldest
     first, up to ``round_chars`` characters (at least one request), and runs ``predictor.predict``
     over all their texts in a worker thread, which sorts their windows by length and packs them
-    into token-budget batches. Each request's result is its own slice of the round's."""
+    into token-budget batches. Each request's result is its own slice of the round's.
 
-    def __init__(self, predictor: TextPredictor, round_chars: int):
+    Before a round, it waits up to ``batch_wait`` seconds for as many requests as the previous
+    round answered: clients that wait for their answer before sending again come back together,
+    and without the wait the first few back would make a small round of their own, splitting the
+    clients into cohorts that never share a batch again."""
+
+    def __init__(self, predictor: TextPredictor, round_chars: int, batch_wait: float = 0.1):
         self.predictor = predictor
         self.round_chars = round_chars
+        self.batch_wait = batch_wait
         self.queue: deque[Job] = deque()
         self.current: list[Job] = []  # the round being predicted
         self.round_started = 0.0
@@ -305,11 +317,24 @@ class Batcher:
         return [job for job in self.queue if not job.stop.is_set()]
 
     async def run(self) -> None:
+        answered = 0  # requests in the previous round
         while True:
             await self.wakeup.wait()
             self.wakeup.clear()
+            await self.gather(answered)
             while jobs := self.next_round():
                 await self.predict(jobs)
+                answered = len(jobs)
+                await self.gather(answered)
+
+    async def gather(self, expected: int) -> None:
+        """Wait until ``expected`` requests (or ``round_chars`` characters) wait, at most ``batch_wait`` seconds."""
+        deadline = time.monotonic() + self.batch_wait
+        while (len(waiting := self.waiting()) < expected and sum(job.chars for job in waiting) < self.round_chars
+               and (left := deadline - time.monotonic()) > 0):
+            self.wakeup.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.wakeup.wait(), left)
 
     def next_round(self) -> list[Job]:
         jobs, chars = [], 0
@@ -373,7 +398,7 @@ def demo_page() -> str:
 
 
 def create_app(predictor: TextPredictor, limits: Limits | None = None, info: dict | None = None,
-               auth_token: str | None = None, round_chars: int = 100_000):
+               auth_token: str | None = None, round_chars: int = 100_000, batch_wait: float = 0.1):
     """The FastAPI app around one loaded predictor; ``auth_token`` guards all but /health and the demo page."""
     limits = limits or Limits()
     text = Annotated[str, StringConstraints(max_length=limits.max_chars)]
@@ -397,7 +422,7 @@ def create_app(predictor: TextPredictor, limits: Limits | None = None, info: dic
         tokens=(Optional[list[list[token]]], Field(None, min_length=1, max_length=limits.max_docs, description=(
             f"or 1 to {limits.max_docs} already tokenized documents: lists of tokens without whitespace"))),
     )
-    batcher = Batcher(predictor, round_chars)
+    batcher = Batcher(predictor, round_chars, batch_wait)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -449,9 +474,10 @@ def create_app(predictor: TextPredictor, limits: Limits | None = None, info: dic
         finally:
             gone.cancel()
         if job.result.done():
-            # read from the entities' attributes (asdict would deep-copy each one first)
-            return PredictResponse(entities=[[EntityOut.model_validate(e, from_attributes=True) for e in doc]
-                                             for doc in job.result.result()])
+            # PredictResponse's JSON, written by pydantic's serializer straight from the entities
+            # (FastAPI would first validate the response field by field)
+            return Response(b'{"entities":' + ENTITIES_JSON.dump_json(job.result.result(), exclude_none=True) + b"}",
+                            media_type="application/json")
         job.stop.set()
         if gone in done:
             log.info("client closed its request of %d texts after %.1fs; its result is discarded",
@@ -477,6 +503,8 @@ def is_loopback(host: str) -> bool:
 def build_app(cfg: ServeConfig):
     """Load the predictor ``cfg`` names and wrap it in the app (torch is imported for backend=torch only)."""
     require_positive(cfg, "max_docs", "max_chars", "max_bytes", "batch_size", "round_chars", "threads")
+    if not cfg.batch_wait >= 0:  # NaN too
+        raise SystemExit(f"bad argument: batch_wait={cfg.batch_wait}: must be 0 (no wait) or more seconds")
     token = cfg.auth_token or os.environ.get("NERKIT_AUTH_TOKEN") or None
     if token is None and not is_loopback(cfg.host):
         log.warning("serving on %s without a token: anyone who can reach it may use it; set NERKIT_AUTH_TOKEN "
@@ -485,7 +513,7 @@ def build_app(cfg: ServeConfig):
                                cfg.trust_remote_code, cfg.precision, cfg.compile)
     limits = Limits(cfg.max_docs, cfg.max_chars, cfg.max_bytes, cfg.request_timeout, cfg.read_timeout)
     return create_app(predictor, limits, {"backend": cfg.backend.value, "head": predictor.head_name,
-                                          "precision": predictor.precision}, token, cfg.round_chars)
+                                          "precision": predictor.precision}, token, cfg.round_chars, cfg.batch_wait)
 
 
 def main(argv: list[str] | None = None) -> int:

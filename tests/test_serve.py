@@ -1,6 +1,8 @@
 """The HTTP service, run as a real uvicorn server on 127.0.0.1."""
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import json
 import logging
 import os
@@ -20,7 +22,8 @@ from nerkit import serve
 from nerkit.export import export_onnx
 from nerkit.onnx_predict import OnnxPredictor
 from nerkit.predict import Predictor
-from nerkit.serve import Limits, create_app, http_protocol, main
+from nerkit.data.encoding import Entity
+from nerkit.serve import Batcher, Limits, create_app, http_protocol, main
 from tests.helpers import ROOT, save_tiny_run, serving
 
 WORDS = "John Smith Maria Siemens Berlin Paris lives works for in hired yesterday and the . ,".split()
@@ -309,6 +312,56 @@ def test_concurrent_clients_share_batches_and_each_gets_its_own_result(tiny_bert
     # all those that queued behind them, together.
     assert sorted(t for r in rounds for t in r) == sorted(t for texts in requests for t in texts)
     assert len(rounds) <= 2 and max(map(len, rounds)) > BATCH_LIMITS.max_docs
+
+
+class EchoPredictor:
+    """Records the texts of each round it is given; finds no entities."""
+
+    def __init__(self):
+        self.rounds: list[list[str]] = []
+
+    def scores(self, *batch):
+        raise AssertionError("only predict is called here")
+
+    def predict(self, texts: list[str]) -> list[list]:
+        self.rounds.append(list(texts))
+        return [[] for _ in texts]
+
+    predict_tokens = scores
+
+
+@pytest.mark.parametrize("batch_wait", [1.0, 0.0])
+def test_clients_answered_together_are_predicted_together_again(batch_wait):
+    async def rounds_of_three_clients() -> tuple[list[list[str]], float]:
+        predictor = EchoPredictor()
+        batcher = Batcher(predictor, round_chars=100_000, batch_wait=batch_wait)
+
+        async def answered(text: str, delay: float = 0.0) -> None:
+            await asyncio.sleep(delay)
+            await batcher.submit([text]).result
+
+        await asyncio.gather(*(answered(t) for t in ("a1", "a2", "a3")))  # one round of three
+        # They come back one by one: the first at once, the other two 0.2 s later.
+        await asyncio.gather(answered("b1"), answered("b2", 0.2), answered("b3", 0.2))
+        await answered("c")  # alone after a round of three: waits batch_wait for the other two
+        started = time.monotonic()
+        await answered("d")  # alone after a round of one: no wait
+        return predictor.rounds, time.monotonic() - started
+
+    rounds, lone_seconds = asyncio.run(rounds_of_three_clients())
+    second = [["b1", "b2", "b3"]] if batch_wait else [["b1"], ["b2", "b3"]]
+    assert rounds == [["a1", "a2", "a3"], *second, ["c"], ["d"]]
+    assert lone_seconds < 0.5  # far under batch_wait=1.0
+
+
+def test_a_negative_batch_wait_is_refused(tiny_bert_dir, tmp_path):
+    with pytest.raises(SystemExit, match="batch_wait=-1.0: must be 0"):
+        main([f"run_dir={save_tiny_run(tiny_bert_dir, tmp_path)}", "batch_wait=-1"])
+
+
+def test_the_response_schema_has_the_fields_an_entity_has():
+    # The endpoint writes the entities' JSON without going through EntityOut, which only documents it.
+    assert list(serve.EntityOut.model_fields) == [f.name for f in dataclasses.fields(Entity)]
 
 
 def open_request(url: str, texts: list[str]) -> socket.socket:
