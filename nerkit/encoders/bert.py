@@ -14,6 +14,7 @@ from safetensors.torch import load_file
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 
 from nerkit.encoders.base import Encoder
+from nerkit.encoders.packing import Packing
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,7 @@ class BertEncoder(Encoder):
         load_weights: bool = True,
         trust_remote_code: bool = False,
         gradient_checkpointing: bool = False,
+        pack_in_training: bool = True,
     ):
         super().__init__()
         locate_pretrained(pretrained)
@@ -87,9 +89,42 @@ class BertEncoder(Encoder):
         if gradient_checkpointing:
             self.model.gradient_checkpointing_enable()
         self.hidden_size = self.model.config.hidden_size
+        # RoBERTa-style embeddings number positions from padding_idx + 1
+        self.first_position = getattr(getattr(self.model, "embeddings", None), "padding_idx", -1) + 1
+        self.pack_in_training = pack_in_training and self.packs_exactly(pretrained)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        if self.training and self.pack_in_training:
+            return self.packed_forward(input_ids, attention_mask)
         return self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+    def packed_forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The same vectors as ``forward``, computed on the batch's sequences packed into fewer rows."""
+        packing = Packing.plan(attention_mask)
+        packed = self.model(input_ids=packing.pack(input_ids, self.tokenizer.pad_token_id or 0),
+                            position_ids=packing.positions + self.first_position).last_hidden_state
+        return packing.unpack(packed)
+
+    @torch.no_grad()
+    def packs_exactly(self, pretrained: str) -> bool:
+        """Whether this model computes packed sequences as it does padded ones, tried on a probe
+        batch (a model that ignores restarting positions would let packed sequences see each other)."""
+        probe = self.tokenizer(["a probe", "of packing, a little longer", "."], padding=True, return_tensors="pt")
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            padded = self.model(input_ids=probe["input_ids"], attention_mask=probe["attention_mask"]).last_hidden_state
+            packed = self.packed_forward(probe["input_ids"], probe["attention_mask"])
+            exact = torch.allclose(packed[probe["attention_mask"].bool()], padded[probe["attention_mask"].bool()], atol=1e-4)
+        except (TypeError, ValueError, RuntimeError) as err:  # e.g. a model whose forward takes no position_ids
+            exact, why = False, f"{type(err).__name__}: {err}"
+        else:
+            why = "packed sequences did not get the padded batch's outputs"
+        finally:
+            self.model.train(was_training)
+        if not exact:
+            log.warning("%s: training pads its batches instead of packing them (%s)", pretrained, why)
+        return exact
 
     def save_files(self, directory: Path) -> None:
         """A HuggingFace model folder: ``AutoModel.from_pretrained(directory)`` gives the fine-tuned
