@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import random
 
+import pytest
 import torch
 from torch import nn
 from transformers import masking_utils
@@ -94,3 +95,12 @@ def test_prediction_is_never_packed(tiny_bert_dir, monkeypatch):
     monkeypatch.setattr(encoder, "packed_forward", lambda *args: (_ for _ in ()).throw(AssertionError("packed")))
     ids, mask = padded_batch([3, 8])
     assert encoder(ids, mask).shape == (2, 8, encoder.hidden_size)
+
+
+def test_a_batch_that_packing_would_not_shorten_is_computed_padded(tiny_bert_dir, monkeypatch):
+    encoder = training_encoder(tiny_bert_dir)
+    monkeypatch.setattr(Packing, "pack", lambda *args: (_ for _ in ()).throw(AssertionError("packed")))
+    ids, mask = padded_batch([6, 5, 6])  # no two fit in one row of 6
+    assert encoder(ids, mask).shape == (3, 6, encoder.hidden_size)
+    with pytest.raises(AssertionError, match="packed"):  # [6], [3, 2]: this one is packed
+        encoder(*padded_batch([6, 3, 2]))

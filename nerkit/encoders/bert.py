@@ -99,8 +99,11 @@ class BertEncoder(Encoder):
         return self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
 
     def packed_forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """The same vectors as ``forward``, computed on the batch's sequences packed into fewer rows."""
+        """The same vectors as ``forward``, computed on the batch's sequences packed into fewer rows
+        (or padded, when no row would be saved: batches of similar lengths)."""
         packing = Packing.plan(attention_mask)
+        if packing.rows == len(input_ids):
+            return self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         packed = self.model(input_ids=packing.pack(input_ids, self.tokenizer.pad_token_id or 0),
                             position_ids=packing.positions + self.first_position).last_hidden_state
         return packing.unpack(packed)

@@ -52,6 +52,10 @@ class Packing:
         device = attention_mask.device
         return cls(torch.cat(source).to(device), torch.cat(target).to(device), positions.to(device), (batch, length))
 
+    @property
+    def rows(self) -> int:
+        return len(self.positions)
+
     def pack(self, padded: torch.Tensor, fill: int) -> torch.Tensor:
         """``(batch, length)`` token ids into ``(rows, length)``; a row's unused tail holds ``fill``."""
         packed = padded.new_full((self.positions.numel(),), fill)
