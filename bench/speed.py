@@ -736,6 +736,9 @@ def table(results: dict) -> str:
                    + (f" Length order sorts within groups: nerkit's of {min(50 * t['batch_size'], t['sentences'])} sentences, the Trainer's "
                       f"of {min(t['sentences'] // (4 * t['batch_size']), 50) * t['batch_size']} (LengthGroupedSampler's "
                       "megabatches), so the padding fractions differ; in random order both pad alike." if "orders" in t else "")
+                   + (" The padding fraction is the batches' as built: nerkit (packed) computes only the rows its "
+                      "packing leaves, a batch padded only where no row is saved; the Trainer padding-free computes each "
+                      "batch as one row." if any("padding-free" in n for n in t["systems"]) else "")
                    + "".join(f" Not timed: {p} ({why})." for p, why in t.get("not_timed", {}).items()))
     for t, b in results.get("predict", {}).get("by_threads", {}).items():
         bm = b["machine"]
