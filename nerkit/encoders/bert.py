@@ -112,7 +112,9 @@ class BertEncoder(Encoder):
     def packs_exactly(self, pretrained: str) -> bool:
         """Whether this model computes packed sequences as it does padded ones, tried on a probe
         batch (a model that ignores restarting positions would let packed sequences see each other)."""
-        probe = self.tokenizer(["a probe", "of packing, a little longer", "."], padding=True, return_tensors="pt")
+        # right-padded, as nerkit.data.batching.pad pads every batch
+        probe = self.tokenizer(["a probe", "of packing, a little longer", "."], padding=True, padding_side="right",
+                               return_tensors="pt")
         was_training = self.model.training
         self.model.eval()
         try:
