@@ -112,9 +112,10 @@ class BertEncoder(Encoder):
     def packs_exactly(self, pretrained: str) -> bool:
         """Whether this model computes packed sequences as it does padded ones, tried on a probe
         batch (a model that ignores restarting positions would let packed sequences see each other)."""
-        # right-padded, as nerkit.data.batching.pad pads every batch
-        probe = self.tokenizer(["a probe", "of packing, a little longer", "."], padding=True, padding_side="right",
-                               return_tensors="pt")
+        # The longest text is at least as long as the two others together in any tokenizer (every
+        # word one token or more), so they share a row; right-padded, as nerkit pads every batch.
+        probe = self.tokenizer(["a", ".", "a probe of packing , long enough to hold both of the others"], padding=True,
+                               padding_side="right", return_tensors="pt")
         was_training = self.model.training
         self.model.eval()
         try:
