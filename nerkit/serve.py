@@ -20,10 +20,11 @@ Concurrent requests are predicted together: they queue, and each round takes the
 requests, oldest first, up to ``round_chars`` characters (at least one request), and runs the
 predictor once over all their texts in a worker thread, so that their windows share token-budget
 batches; each request gets back its own texts' entities, the same as ``Predictor.predict`` on
-them alone. A round first waits up to ``batch_wait`` seconds for as many requests as the previous
-round had, so that clients which send again as soon as they are answered keep sharing rounds (a
-lone client does not wait: its previous round had one request). Each request has ``request_timeout`` seconds from its arrival, reading its body and
-waiting included: a request still queued then gets 503, one being predicted 504. A request
+them alone. After a round, the next waits up to ``batch_wait`` seconds for as many requests as
+the last had, so that clients which send again as soon as they are answered keep sharing rounds (a
+lone client does not wait: its last round had one request; nor does a request to an idle server).
+Each request has ``request_timeout`` seconds from its arrival, reading its body and waiting
+included: a request still queued then gets 503, one being predicted 504. A request
 whose client went away or whose time ran out leaves the queue (its texts never reach the model)
 or, once its round has started, has its result discarded, the others' unaffected; a round whose
 requests are all gone stops at its next batch. A connection must send a request's
@@ -279,8 +280,8 @@ class Batcher:
     over all their texts in a worker thread, which sorts their windows by length and packs them
     into token-budget batches. Each request's result is its own slice of the round's.
 
-    Before a round, it waits up to ``batch_wait`` seconds for as many requests as the previous
-    round answered: clients that wait for their answer before sending again come back together,
+    After a round, it waits up to ``batch_wait`` seconds for as many requests as that round
+    answered: clients that wait for their answer before sending again come back together,
     and without the wait the first few back would make a small round of their own, splitting the
     clients into cohorts that never share a batch again."""
 
@@ -317,15 +318,12 @@ class Batcher:
         return [job for job in self.queue if not job.stop.is_set()]
 
     async def run(self) -> None:
-        answered = 0  # requests in the previous round
         while True:
             await self.wakeup.wait()
             self.wakeup.clear()
-            await self.gather(answered)
             while jobs := self.next_round():
                 await self.predict(jobs)
-                answered = len(jobs)
-                await self.gather(answered)
+                await self.gather(len(jobs))  # its clients may be about to send again
 
     async def gather(self, expected: int) -> None:
         """Wait until ``expected`` requests (or ``round_chars`` characters) wait, at most ``batch_wait`` seconds."""

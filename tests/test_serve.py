@@ -344,14 +344,19 @@ def test_clients_answered_together_are_predicted_together_again(batch_wait):
         # They come back one by one: the first at once, the other two 0.2 s later.
         await asyncio.gather(answered("b1"), answered("b2", 0.2), answered("b3", 0.2))
         await answered("c")  # alone after a round of three: waits batch_wait for the other two
-        started = time.monotonic()
+        lone = time.monotonic()
         await answered("d")  # alone after a round of one: no wait
-        return predictor.rounds, time.monotonic() - started
+        lone = time.monotonic() - lone
+        await asyncio.gather(*(answered(t) for t in ("e1", "e2")))
+        await asyncio.sleep(1.2 * batch_wait)  # the server falls idle
+        idle = time.monotonic()
+        await answered("f")  # the first request to an idle server: no wait
+        return predictor.rounds, lone, time.monotonic() - idle
 
-    rounds, lone_seconds = asyncio.run(rounds_of_three_clients())
+    rounds, lone_seconds, idle_seconds = asyncio.run(rounds_of_three_clients())
     second = [["b1", "b2", "b3"]] if batch_wait else [["b1"], ["b2", "b3"]]
-    assert rounds == [["a1", "a2", "a3"], *second, ["c"], ["d"]]
-    assert lone_seconds < 0.5  # far under batch_wait=1.0
+    assert rounds == [["a1", "a2", "a3"], *second, ["c"], ["d"], ["e1", "e2"], ["f"]]
+    assert lone_seconds < 0.5 and idle_seconds < 0.5  # far under batch_wait=1.0
 
 
 def test_a_negative_batch_wait_is_refused(tiny_bert_dir, tmp_path):
