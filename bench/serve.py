@@ -222,14 +222,15 @@ def server_load(run_dir: Path, predictor: Predictor, texts: list[str], args, wor
 
 
 def ratio_stats(ratios: list[float], name: str) -> dict:
+    """The median round's ratio as ``name``, the worst round's as ``name``_worst."""
     return {name: float(np.median(ratios)), f"{name}_worst": min(ratios)}
 
 
 def server_stats(rounds: list[dict]) -> dict:
     """One server's rounds: throughput against the CLI (median and worst round), latency, CPU seconds."""
     latencies = np.array([ms for r in rounds for ms in r["latencies_ms"]])
-    return {"rounds": [{k: v for k, v in r.items() if k != "latencies_ms"} for r in rounds], "p50_ms": float(np.percentile(latencies, 50)),
-            "p99_ms": float(np.percentile(latencies, 99)), "max_ms": float(latencies.max()),
+    return {"rounds": [{k: v for k, v in r.items() if k != "latencies_ms"} for r in rounds],
+            "p50_ms": float(np.percentile(latencies, 50)), "p99_ms": float(np.percentile(latencies, 99)), "max_ms": float(latencies.max()),
             "texts_per_s": float(np.median([r["server_texts_per_s"] for r in rounds])),
             "cli_texts_per_s_same_texts": float(np.median([r["cli_texts_per_s"] for r in rounds])),
             **ratio_stats([r["throughput_vs_cli"] for r in rounds], "throughput_vs_cli"),

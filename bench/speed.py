@@ -540,7 +540,8 @@ def bench_train(args: argparse.Namespace) -> dict:
         result["ratios"] = {}
         for o in args.train_orders:
             for p in ("fp32", *low):
-                nerkit_tps, hf = tps[f"nerkit {p}, {o} order"], {side: tps[f"{side} {p}, {o} order"] for side in ("hf", "hf padding-free")}
+                nerkit_tps = tps[f"nerkit {p}, {o} order"]
+                hf = {side: tps[f"{side} {p}, {o} order"] for side in ("hf", "hf padding-free")}
                 result["ratios"] |= {
                     f"nerkit {p} / the Trainer's faster setting {p}, {o} order": nerkit_tps / max(hf.values()),
                     f"nerkit {p} / hf {p}, {o} order": nerkit_tps / hf["hf"],

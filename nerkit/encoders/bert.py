@@ -116,21 +116,21 @@ class BertEncoder(Encoder):
         # word one token or more), so they share a row; right-padded, as nerkit pads every batch.
         probe = self.tokenizer(["a", ".", "a probe of packing , long enough to hold both of the others"], padding=True,
                                padding_side="right", return_tensors="pt")
+        real = probe["attention_mask"].bool()
         was_training = self.model.training
         self.model.eval()
         try:
             padded = self.model(input_ids=probe["input_ids"], attention_mask=probe["attention_mask"]).last_hidden_state
             packed = self.packed_forward(probe["input_ids"], probe["attention_mask"])
-            exact = torch.allclose(packed[probe["attention_mask"].bool()], padded[probe["attention_mask"].bool()], atol=1e-4)
-        except (TypeError, ValueError, RuntimeError) as err:  # e.g. a model whose forward takes no position_ids
-            exact, why = False, f"{type(err).__name__}: {err}"
-        else:
+            if torch.allclose(packed[real], padded[real], atol=1e-4):
+                return True
             why = "packed sequences did not get the padded batch's outputs"
+        except (TypeError, ValueError, RuntimeError) as err:  # e.g. a model whose forward takes no position_ids
+            why = f"{type(err).__name__}: {err}"
         finally:
             self.model.train(was_training)
-        if not exact:
-            log.warning("%s: training pads its batches instead of packing them (%s)", pretrained, why)
-        return exact
+        log.warning("%s: training pads its batches instead of packing them (%s)", pretrained, why)
+        return False
 
     def save_files(self, directory: Path) -> None:
         """A HuggingFace model folder: ``AutoModel.from_pretrained(directory)`` gives the fine-tuned
