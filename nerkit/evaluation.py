@@ -185,3 +185,10 @@ def bootstrap_f1_ci(per_doc: Sequence[tuple[int, int, int]], resamples: int = 10
         f1s.append(np.divide(2 * tp, pred + gold, out=np.zeros(len(tp)), where=pred + gold > 0))
     lo, hi = np.quantile(np.concatenate(f1s), [(1 - level) / 2, (1 + level) / 2])
     return [float(lo), float(hi)]
+
+
+def entity_agreement(reference: Sequence[set], other: Sequence[set]) -> float:
+    """Entities two systems share over their union, document by document (1.0 when neither finds any):
+    how far a faster path (int8, bf16, another runtime) changes what the reference predicts."""
+    union = sum(len(a | b) for a, b in zip(reference, other, strict=True))
+    return sum(len(a & b) for a, b in zip(reference, other, strict=True)) / union if union else 1.0

@@ -14,12 +14,13 @@ with transformers' key names, tokenizer files) that ``pipeline("token-classifica
 aggregation_strategy="first")`` loads. Only a softmax head is a token classifier: transformers
 has no CRF or GlobalPointer class (docs/export.md says what works for those).
 
-``python -m nerkit.export run_dir=DIR [format=onnx|hf] [output=...] [opset=18] [precision=fp32|int8] [calibration=FILE]``
+``python -m nerkit.export run_dir=DIR [format=onnx|hf] [output=...] [opset=18] [precision=fp32|int8] [calibration=FILE] [held_out=FILE]``
 
 The exported graph is fp32 whatever precision the torch predictor runs at (ONNX Runtime's CPU
 provider has no bf16 kernels for most operators). ``precision=int8`` writes RUN/model.int8.onnx
 instead (``nerkit.quantize``: int8 linear layers, the layers that would change the entities kept
-fp32, chosen on calibration text at export); ``backend=onnx precision=int8`` predicts with it.
+fp32, chosen at export on held-out text, the run's dev data by default); ``backend=onnx
+precision=int8`` predicts with it.
 """
 from __future__ import annotations
 
@@ -166,6 +167,7 @@ class ExportConfig:
     opset: int = 18  # onnx only
     precision: GraphPrecision = GraphPrecision.fp32  # onnx only
     calibration: Optional[str] = None  # int8: a file in the run's training-data format (default: its training data)
+    held_out: Optional[str] = None  # int8: text the entity agreement is checked on, same format (default: its dev data)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -180,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
 
         with tempfile.TemporaryDirectory() as tmp:
             print(export_int8(cfg.run_dir, export_onnx(cfg.run_dir, Path(tmp) / ONNX_FILE, cfg.opset), cfg.output,
-                              cfg.calibration))
+                              cfg.calibration, cfg.held_out))
     else:
         print(export_onnx(cfg.run_dir, cfg.output, cfg.opset))
     return 0

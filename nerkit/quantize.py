@@ -7,15 +7,20 @@ Steps, all at export, once:
    divided by ``s = max|x|^alpha / max|w|^(1 - alpha)`` (a Mul before the layer) and its weight
    rows multiplied by ``s``: the same product, with the outlier channels that ruin a per-tensor
    int8 activation scale moved into the weights.
-3. The linear layers become int8 (per-output-channel weight scales; activations quantized per
-   batch by ONNX Runtime, ``method=dynamic``, or with scales calibrated here, ``method=static``).
-   The embeddings and the head stay fp32, and so do the layers whose simulated int8 error is the
-   largest, one by one, until the int8 graph gives the fp32 graph's tag on ``target`` of the
-   calibration windows' entity words (words either graph tags as part of an entity).
+3. Each encoder linear layer's sensitivity is measured end to end: the error of the graph's
+   scores on the calibration windows with that layer alone int8. (The error of a layer's own
+   product predicts this badly: in MiniLM the feed-forward output layers, read after GELU, change
+   the entities most, the attention output layers least.)
+4. The least sensitive layers become int8 (per-output-channel weight scales; activations quantized
+   per batch by ONNX Runtime, ``method=dynamic``, or with scales calibrated here,
+   ``method=static``): as many as keep ``target`` of the fp32 graph's entities on held-out text,
+   the run's dev data by default (entities shared over their union; found by bisection over the
+   sensitivity order). Training text would flatter the int8 graph: the model fits it, and its
+   decisions there are far from any boundary. The embeddings and the head stay fp32.
 
 The int8 graph carries the run's weights hash (a graph made from other weights is refused, as
 for model.onnx), the decoding data, and what was done (``nerkit.quantization``: method, alpha,
-layers kept fp32, calibration windows and the agreement reached on them).
+layers kept fp32, calibration windows, the held-out texts and the agreement reached on them).
 """
 from __future__ import annotations
 
@@ -23,7 +28,7 @@ import json
 import logging
 import tempfile
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import onnx
@@ -40,10 +45,11 @@ from nerkit.data import readers
 from nerkit.data.windowing import WindowTable, budget_batches
 from nerkit.data.encoding import TextEncoder
 from nerkit.data.words import words_of
+from nerkit.evaluation import entity_agreement
 from nerkit.heads.decoding import WORD_SCORES, decoder_from_spec
 from nerkit.inference import Inference
 from nerkit.model import NerModel, torch_scores
-from nerkit.onnx_predict import DECODER, INPUTS, INT8_FILE, QUANTIZATION, WEIGHTS_HASH
+from nerkit.onnx_predict import DECODER, INPUTS, INT8_FILE, QUANTIZATION, WEIGHTS_HASH, OnnxPredictor
 
 log = logging.getLogger(__name__)
 
@@ -55,15 +61,20 @@ CALIBRATION_READERS = {"nerkit.data.readers.read_conll": readers.read_conll,
                        "nerkit.data.readers.read_doccano": readers.read_doccano}
 
 
-def calibration_texts(cfg: DictConfig, path: str | Path | None = None) -> list[str]:
-    """The texts of ``path`` (default: the run's training data), read as the run read its training data."""
-    train = cfg.data.get("train")
-    reader = CALIBRATION_READERS.get(train.get("_target_")) if train is not None else None
+def run_texts(cfg: DictConfig, split: str, path: str | Path | None = None) -> list[str]:
+    """The texts of ``path`` (default: the run's ``split`` data, "train" or "dev"), read as the run
+    read that split; [] when the run has no such split and no path is given."""
+    spec = cfg.data.get(split)
+    if spec is None:
+        if path is None:
+            return []
+        spec = cfg.data.train
+    reader = CALIBRATION_READERS.get(spec.get("_target_"))
     if reader is None:
-        raise ValueError(f"int8 calibration reads the run's training data format; {train and train.get('_target_')!r} "
+        raise ValueError(f"int8 calibration reads the run's {split} data format; {spec.get('_target_')!r} "
                          f"is not one of {sorted(CALIBRATION_READERS)}")
-    kwargs = {k: v for k, v in train.items() if k not in ("_target_", "path", "limit")}
-    return [doc.text for doc in reader(path or train.path, **kwargs)]
+    kwargs = {k: v for k, v in spec.items() if k not in ("_target_", "path", "limit")}
+    return [doc.text for doc in reader(path or spec.path, **kwargs)]
 
 
 def calibration_batches(model: NerModel, texts: Sequence[str], max_windows: int, max_length: int, stride: int,
@@ -135,9 +146,8 @@ def _input_values(graph: onnx.ModelProto, tensors: Sequence[str], batches: Seque
         yield dict(zip(tensors, session.run(list(tensors), dict(zip(INPUTS, batch)))))
 
 
-def smooth(graph: onnx.ModelProto, nodes: Sequence[str], batches: Sequence[Batch], alpha: float) -> dict[str, float]:
-    """SmoothQuant ``nodes`` (MatMuls by a weight) of ``graph`` in place; returns each node's
-    simulated int8 relative error after smoothing (per-tensor uint8 input, per-channel int8 weights)."""
+def smooth(graph: onnx.ModelProto, nodes: Sequence[str], batches: Sequence[Batch], alpha: float) -> None:
+    """SmoothQuant ``nodes`` (MatMuls by a weight) of ``graph`` in place."""
     by_name = {node.name: node for node in graph.graph.node}
     initializers = {init.name: init for init in graph.graph.initializer}
     groups: dict[str, list[str]] = {}  # q, k and v read the same tensor: one Mul for the three
@@ -148,11 +158,9 @@ def smooth(graph: onnx.ModelProto, nodes: Sequence[str], batches: Sequence[Batch
     for values in _input_values(graph, list(groups), batches):
         for tensor, value in values.items():
             amax[tensor] = np.maximum(amax[tensor], np.abs(value).reshape(-1, value.shape[-1]).max(0))
-    scales = {}
     for tensor, group in groups.items():
         w_max = np.max([np.abs(weights[n]).max(1) for n in group], 0)
         scale = (np.maximum(amax[tensor], 1e-5) ** alpha / np.maximum(w_max, 1e-5) ** (1 - alpha)).astype(np.float32)
-        scales[tensor] = scale
         smoothed = f"{tensor}_smoothed"
         # Not "<smoothed>_scale": the quantizer names its own tensors so.
         divisor = f"{tensor}_smoothquant_divisor"
@@ -164,29 +172,6 @@ def smooth(graph: onnx.ModelProto, nodes: Sequence[str], batches: Sequence[Batch
             weight = initializers[node.input[1]]
             weight.CopyFrom(numpy_helper.from_array((weights[name] * scale[:, None]).astype(np.float32), weight.name))
     _topological_sort(graph)  # the Muls were appended last
-    errors = {name: [0.0, 0.0] for name in nodes}
-    for values in _input_values(graph, [f"{t}_smoothed" for t in groups], batches):
-        for tensor, group in groups.items():
-            x = values[f"{tensor}_smoothed"].reshape(-1, amax[tensor].shape[0])
-            for name in group:
-                w = weights[name] * scales[tensor][:, None]
-                exact = x @ w
-                errors[name][0] += float(np.square(_int8_input(x) @ _int8_weight(w) - exact).sum())
-                errors[name][1] += float(np.square(exact).sum())
-    return {name: (err / norm) ** 0.5 if norm else 0.0 for name, (err, norm) in errors.items()}
-
-
-def _int8_input(x: np.ndarray) -> np.ndarray:
-    lo, hi = min(float(x.min()), 0.0), max(float(x.max()), 0.0)
-    scale = (hi - lo) / 255 or 1.0
-    zero = np.round(-lo / scale)
-    return (np.clip(np.round(x / scale) + zero, 0, 255) - zero) * scale
-
-
-def _int8_weight(w: np.ndarray) -> np.ndarray:
-    scale = np.abs(w).max(0, keepdims=True) / 127
-    scale[scale == 0] = 1.0
-    return np.round(w / scale) * scale
 
 
 def _topological_sort(graph: onnx.ModelProto) -> None:
@@ -221,72 +206,114 @@ def quantize_graph(fp32_graph: str | Path, output: str | Path, method: str, node
     return Path(output)
 
 
-def run_graph(path: str | Path, batches: Sequence[Batch], threads: int = 1) -> list[np.ndarray]:
+def run_graph(path: str | Path, batches: Sequence[Batch], threads: int = 0) -> list[np.ndarray]:
+    """The graph's scores for each batch (``threads=0``: ONNX Runtime's default, one per core)."""
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = threads
     session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     return [session.run(None, dict(zip(INPUTS, batch)))[0] for batch in batches]
 
 
-def entity_word_agreement(reference: Sequence[np.ndarray], other: Sequence[np.ndarray], batches: Sequence[Batch],
-                          outside: int = 0) -> float:
-    """Among real words either graph tags as part of an entity, the share both give the same tag
-    (token heads; tag ``outside`` is O). Far stricter than agreement over all words, most of
-    which are O whatever the precision."""
-    same = total = 0
-    for a, b, batch in zip(reference, other, batches):
-        tags_a, tags_b = a.argmax(-1), b.argmax(-1)
-        entity = batch[3] & ((tags_a != outside) | (tags_b != outside))
-        same += int((tags_a == tags_b)[entity].sum())
-        total += int(entity.sum())
-    return same / total if total else 1.0
+def relative_error(reference: Sequence[np.ndarray], other: Sequence[np.ndarray]) -> float:
+    """||other - reference|| / ||reference|| over all batches' scores."""
+    error = sum(float(np.square(b - a).sum()) for a, b in zip(reference, other, strict=True))
+    norm = sum(float(np.square(a).sum()) for a in reference)
+    return (error / norm) ** 0.5 if norm else 0.0
+
+
+def sensitivities(smoothed: Path, layers: dict[str, str], method: str, batches: Sequence[Batch],
+                  workdir: Path) -> dict[str, float]:
+    """Each layer's (module name -> graph node) end-to-end error: the relative error of the
+    graph's scores on ``batches`` with that layer alone int8."""
+    reference = run_graph(smoothed, batches)
+    return {module: relative_error(reference, run_graph(
+                quantize_graph(smoothed, workdir / "one_layer.onnx", method, [node], batches), batches))
+            for module, node in layers.items()}
+
+
+def most_quantized(count: int, agrees: Callable[[int], bool]) -> int:
+    """The largest ``n`` <= ``count`` with ``agrees(n)`` (the ``n`` least sensitive layers int8 keep
+    the entities), by bisection: agreement falls, near enough, as layers are added in the
+    sensitivity order; ``agrees(0)`` (nothing int8) holds by definition."""
+    if agrees(count):
+        return count
+    lo, hi = 0, count
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if agrees(mid) else (lo, mid)
+    return lo
+
+
+def _entities(run_dir: Path, graph: Path, meta: dict[str, str], texts: Sequence[str]) -> list[set]:
+    """The graph's entities for ``texts``, predicted as ``backend=onnx`` predicts them."""
+    model = onnx.load(str(graph))
+    onnx.helper.set_model_props(model, meta)
+    onnx.save(model, str(graph))
+    predictor = OnnxPredictor.from_run(run_dir, graph)
+    return [{(e.start, e.end, e.label) for e in doc} for doc in predictor.predict(list(texts))]
 
 
 def export_int8(run_dir: str | Path, fp32_graph: str | Path, output: str | Path | None = None,
-                calibration: str | Path | None = None, method: str = "dynamic", windows: int = 300,
-                alpha: float = 0.8, target: float = 0.995, max_kept: int = 12) -> Path:
-    """Write ``run_dir``'s int8 graph (default RUN/model.int8.onnx) from its fp32 graph."""
+                calibration: str | Path | None = None, held_out: str | Path | None = None, method: str = "dynamic",
+                windows: int = 300, held_out_texts: int = 1000, alpha: float = 0.8, target: float = 0.995) -> Path:
+    """Write ``run_dir``'s int8 graph (default RUN/model.int8.onnx) from its fp32 graph.
+
+    ``calibration``: text for the activation statistics (default: the run's training data);
+    ``held_out``: text the entity agreement is checked on (default: the run's dev data), both
+    files in the run's data format; the first ``held_out_texts`` of its texts are used."""
     run_dir = Path(run_dir)
     output = Path(output or run_dir / INT8_FILE)
     model, cfg = NerModel.load(run_dir, "cpu")
     meta = {p.key: p.value for p in onnx.load(str(fp32_graph), load_external_data=False).metadata_props}
     if WEIGHTS_HASH not in meta or DECODER not in meta:
         raise ValueError(f"{fp32_graph} is not a nerkit graph (no weights hash or decoding data)")
-    if decoder_from_spec(json.loads(meta[DECODER])).merge != WORD_SCORES:  # agreement is measured on tags
+    if decoder_from_spec(json.loads(meta[DECODER])).merge != WORD_SCORES:  # what the tests and benchmarks cover
         raise ValueError(f"{run_dir}: precision=int8 supports token heads (softmax, CRF), not {type(model.head).__name__}")
-    batches = calibration_batches(model, calibration_texts(cfg, calibration), windows, cfg.max_length, cfg.stride,
-                                  words_of(cfg))
+    training_texts = run_texts(cfg, "train", calibration)
+    batches = calibration_batches(model, training_texts, windows, cfg.max_length, cfg.stride, words_of(cfg))
+    texts = run_texts(cfg, "dev", held_out)[:held_out_texts]
+    source = str(held_out) if held_out else "dev"
+    if not texts:
+        log.warning("int8: %s has no dev data and no held_out= was given: the entity agreement is checked on training "
+                    "text, which the model fits; expect less agreement on new text", run_dir)
+        texts, source = training_texts[:held_out_texts], "train"
     config = model.encoder.model.config
     with tempfile.TemporaryDirectory() as tmp:
-        fused = fuse(fp32_graph, Path(tmp) / "fused.onnx", config.num_attention_heads, config.hidden_size)
+        tmp = Path(tmp)
+        fused = fuse(fp32_graph, tmp / "fused.onnx", config.num_attention_heads, config.hidden_size)
         graph = onnx.load(str(fused))
         modules = linear_nodes(graph, model)
         encoder = {module: node for module, node in modules.items() if not module.startswith("head.")}
-        errors = smooth(graph, list(encoder.values()), batches, alpha)
-        smoothed = Path(tmp) / "smoothed.onnx"
+        smooth(graph, list(encoder.values()), batches, alpha)
+        smoothed = tmp / "smoothed.onnx"
         onnx.save(graph, str(smoothed))
-        reference = run_graph(fused, batches)
-        by_error = sorted(encoder, key=lambda module: -errors[encoder[module]])
-        for n_kept in range(0, max_kept + 1):
-            kept = by_error[:n_kept]
-            candidate = quantize_graph(smoothed, Path(tmp) / "int8.onnx", method,
-                                       [encoder[m] for m in by_error[n_kept:]], batches)
-            agreement = entity_word_agreement(reference, run_graph(candidate, batches), batches)
-            log.info("int8 with %d layer(s) kept fp32: entity-word agreement with fp32 %.4f on %d calibration windows",
-                     n_kept, agreement, sum(len(b[0]) for b in batches))
-            if agreement >= target:
-                break
-        else:
-            log.warning("int8: entity-word agreement %.4f stays below %.4f with %d layers kept fp32", agreement, target,
-                        max_kept)
-        quantized = onnx.load(str(candidate))
+        sensitivity = sensitivities(smoothed, encoder, method, batches, tmp)
+        order = sorted(encoder, key=sensitivity.__getitem__)
+        reference = _entities(run_dir, fused, meta, texts)
+        agreement: dict[int, float] = {0: 1.0}
+
+        def agrees(n: int) -> bool:
+            candidate = quantize_graph(smoothed, tmp / f"int8_{n}.onnx", method, [encoder[m] for m in order[:n]], batches)
+            agreement[n] = entity_agreement(reference, _entities(run_dir, candidate, meta, texts))
+            log.info("int8 with the %d least sensitive of %d layers: entity agreement with fp32 %.4f on %d %s texts",
+                     n, len(order), agreement[n], len(texts), source)
+            return agreement[n] >= target
+
+        n = most_quantized(len(order), agrees)
+        if n == 0:
+            raise ValueError(f"{run_dir}: no encoder layer can be int8 and keep {target} of the fp32 entities on "
+                             f"{len(texts)} {source} texts (one layer alone: {agreement[1]:.4f}); keep this run fp32")
         meta[QUANTIZATION] = json.dumps({
-            "method": method, "alpha": alpha, "kept_fp32": ["embeddings", *kept, *sorted(set(modules) - set(encoder))],
-            "calibration_windows": sum(len(b[0]) for b in batches), "calibration_entity_word_agreement": agreement,
+            "method": method, "alpha": alpha, "int8_layers": order[:n],
+            "kept_fp32": ["embeddings", *order[n:], *sorted(set(modules) - set(encoder))],
+            "sensitivity": sensitivity, "calibration_windows": sum(len(b[0]) for b in batches),
+            "held_out": source, "held_out_texts": len(texts), "held_out_entity_agreement": agreement[n],
             "target": target})
+        quantized = onnx.load(str(tmp / f"int8_{n}.onnx"))
         onnx.helper.set_model_props(quantized, meta)
         partial = output.with_name(output.name + ".partial")
         onnx.save(quantized, str(partial))
         partial.replace(output)  # never a half-written graph under the real name
-    log.info("wrote %s (%s int8, %d of %d encoder linear layers kept fp32)", output, method, len(kept), len(encoder))
+    log.info("wrote %s (%s int8: %d of %d encoder linear layers; entity agreement with fp32 %.4f on %s text)", output,
+             method, n, len(encoder), agreement[n], source)
     return output

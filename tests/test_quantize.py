@@ -11,9 +11,11 @@ import pytest
 from safetensors.numpy import load_file, save_file
 from safetensors import safe_open
 
+import json
+
 from nerkit.cli import load_predictor
-from nerkit.export import main as export_main
-from nerkit.onnx_predict import OnnxPredictor
+from nerkit.export import export_onnx, main as export_main
+from nerkit.onnx_predict import QUANTIZATION, OnnxPredictor
 from nerkit.predict import Predictor
 from nerkit.train import train
 from tests.helpers import TOY_SENTENCES, make_cfg, write_conll
@@ -58,6 +60,39 @@ def test_int8_graph_predicts_the_fp32_entities(int8_run):
     union = sum(len(a | b) for a, b in zip(fp32, int8))
     assert sum(map(len, fp32)) >= 10, "the fp32 model predicts too few entities for the comparison to mean anything"
     assert sum(len(a & b) for a, b in zip(fp32, int8)) / union >= AGREEMENT
+
+    done = json.loads({p.key: p.value for p in graph.metadata_props}[QUANTIZATION])
+    assert done["held_out"] == "dev" and done["held_out_entity_agreement"] >= done["target"]
+    assert done["int8_layers"], "no layer was made int8"
+    linear = set(done["sensitivity"])  # every encoder linear layer, measured
+    assert set(done["int8_layers"]) | set(done["kept_fp32"]) >= linear
+    assert not set(done["int8_layers"]) & set(done["kept_fp32"])
+    assert max(done["sensitivity"][m] for m in done["int8_layers"]) <= min(
+        [done["sensitivity"][m] for m in linear - set(done["int8_layers"])], default=float("inf"))
+
+
+def test_most_quantized_finds_the_largest_agreeing_count_by_bisection():
+    from nerkit.quantize import most_quantized
+
+    for count, last_good in [(36, 36), (36, 0), (36, 12), (36, 35), (1, 0), (7, 3)]:
+        asked = []
+
+        def agrees(n: int) -> bool:
+            asked.append(n)
+            return n <= last_good
+
+        assert most_quantized(count, agrees) == last_good
+        assert len(asked) <= 2 + count.bit_length() and 0 not in asked  # nothing int8 agrees by definition
+
+
+def test_a_target_no_layer_can_keep_is_refused_and_writes_nothing(int8_run, tmp_path):
+    from nerkit.quantize import export_int8
+
+    run = shutil.copytree(int8_run, tmp_path / "run")
+    (run / "model.int8.onnx").unlink()
+    with pytest.raises(ValueError, match="keep this run fp32"):
+        export_int8(run, export_onnx(run, tmp_path / "model.onnx"), target=1.01)
+    assert not list(run.glob("model.int8.onnx*"))
 
 
 def test_int8_graph_is_refused_when_the_weights_change(int8_run, tmp_path):
