@@ -145,7 +145,7 @@ def table(results: dict) -> str:
                         "entity agreement with nerkit fp32", "test F1", "F1 vs fp32 (points)"], rows),
         f"onnx int8 nerkit: {q['method']} int8 for {len(q['int8_layers'])} of {len(q['sensitivity'])} encoder linear layers, "
         f"SmoothQuant alpha {q['alpha']}, activation statistics from {q['calibration_windows']} training windows; kept fp32: "
-        f"{', '.join(q['kept_fp32'])}. The export checked the entity agreement on {q['held_out_texts']} {q['held_out']} texts: "
+        f"{', '.join(m.replace('encoder.model.encoder.layer.', 'layer ') for m in q['kept_fp32'])}. The export checked the entity agreement on {q['held_out_texts']} {q['held_out']} texts: "
         f"{q['held_out_entity_agreement']:.4f} (target {q['target']}); it took {results['export_int8_seconds']:.0f} s.",
         f"Goals: entity agreement >= {results['goals']['entity_agreement']} (got {ours['entity_agreement_with_fp32']:.4f}), "
         f"F1 within {results['goals']['f1_within_points']} points (got {ours['f1_difference_points']:+.2f}), >= "
