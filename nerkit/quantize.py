@@ -189,6 +189,15 @@ def _topological_sort(graph: onnx.ModelProto) -> None:
     graph.graph.node.extend(ordered)
 
 
+class _QuantizerChatter(logging.Filter):
+    """Drops ONNX Runtime's quantizer notes (which log through the root logger, several per call,
+    dozens per export: 'consider pre-processing', 'no quantization parameters for tensor...');
+    its errors pass."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.ERROR or "onnxruntime" not in record.pathname
+
+
 def quantize_graph(fp32_graph: str | Path, output: str | Path, method: str, nodes: Sequence[str],
                    batches: Sequence[Batch]) -> Path:
     """int8 MatMuls (per-channel weights) for ``nodes``; everything else stays fp32."""
@@ -277,6 +286,17 @@ def export_int8(run_dir: str | Path, fp32_graph: str | Path, output: str | Path 
         log.warning("int8: %s has no dev data and no held_out= was given: the entity agreement is checked on training "
                     "text, which the model fits; expect less agreement on new text", run_dir)
         texts, source = training_texts[:held_out_texts], "train"
+    chatter = _QuantizerChatter()
+    logging.getLogger().addFilter(chatter)
+    try:
+        return _quantize_run(run_dir, model, fp32_graph, output, meta, method, alpha, target, batches, texts, source)
+    finally:
+        logging.getLogger().removeFilter(chatter)
+
+
+def _quantize_run(run_dir: Path, model: NerModel, fp32_graph: str | Path, output: Path, meta: dict[str, str],
+                  method: str, alpha: float, target: float, batches: Sequence[Batch], texts: Sequence[str],
+                  source: str) -> Path:
     config = model.encoder.model.config
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

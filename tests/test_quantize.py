@@ -116,3 +116,16 @@ def test_cli_int8_choice(int8_run, tmp_path):
     (bare / "model.int8.onnx").unlink()
     with pytest.raises(FileNotFoundError, match="precision=int8"):
         OnnxPredictor.from_run(bare, precision="int8")
+
+
+def test_the_quantizers_notes_are_dropped_during_an_export(int8_run, tmp_path, caplog):
+    import logging
+    from nerkit.quantize import _QuantizerChatter, export_int8
+
+    run = shutil.copytree(int8_run, tmp_path / "run")
+    with caplog.at_level(logging.INFO):
+        export_int8(run, export_onnx(run, tmp_path / "model.onnx"))
+    notes = [r for r in caplog.records if "onnxruntime/quantization" in r.pathname.replace("\\", "/")]
+    assert not notes, f"{len(notes)} of ONNX Runtime's quantizer notes reached the log: {notes[0].getMessage()}"
+    assert any("wrote" in r.getMessage() and r.name == "nerkit.quantize" for r in caplog.records)
+    assert not [f for f in logging.getLogger().filters if isinstance(f, _QuantizerChatter)]  # removed again
