@@ -2,6 +2,8 @@
 entities, and is refused once the run's weights change."""
 from __future__ import annotations
 
+import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -11,12 +13,11 @@ import pytest
 from safetensors.numpy import load_file, save_file
 from safetensors import safe_open
 
-import json
-
 from nerkit.cli import load_predictor
 from nerkit.export import export_onnx, main as export_main
 from nerkit.onnx_predict import QUANTIZATION, OnnxPredictor
 from nerkit.predict import Predictor
+from nerkit.quantize import _QuantizerChatter, export_int8, most_quantized
 from nerkit.train import train
 from tests.helpers import TOY_SENTENCES, make_cfg, write_conll
 
@@ -72,8 +73,6 @@ def test_int8_graph_predicts_the_fp32_entities(int8_run):
 
 
 def test_most_quantized_finds_the_largest_agreeing_count_by_bisection():
-    from nerkit.quantize import most_quantized
-
     for count, last_good in [(36, 36), (36, 0), (36, 12), (36, 35), (1, 0), (7, 3)]:
         asked = []
 
@@ -85,14 +84,17 @@ def test_most_quantized_finds_the_largest_agreeing_count_by_bisection():
         assert len(asked) <= 2 + count.bit_length() and 0 not in asked  # nothing int8 agrees by definition
 
 
-def test_a_target_no_layer_can_keep_is_refused_and_writes_nothing(int8_run, tmp_path):
-    from nerkit.quantize import export_int8
-
+def test_a_target_no_layer_can_keep_is_refused_writes_nothing_and_keeps_the_quantizers_notes_out_of_the_log(
+        int8_run, tmp_path, caplog):
     run = shutil.copytree(int8_run, tmp_path / "run")
     (run / "model.int8.onnx").unlink()
-    with pytest.raises(ValueError, match="keep this run fp32"):
+    with caplog.at_level(logging.INFO), pytest.raises(ValueError, match="keep this run fp32"):
         export_int8(run, export_onnx(run, tmp_path / "model.onnx"), target=1.01)
     assert not list(run.glob("model.int8.onnx*"))
+    assert any("least sensitive" in r.getMessage() for r in caplog.records)  # it did quantize before refusing
+    notes = [r for r in caplog.records if "onnxruntime/quantization" in r.pathname.replace("\\", "/")]
+    assert not notes, f"{len(notes)} of ONNX Runtime's quantizer notes reached the log: {notes[0].getMessage()}"
+    assert not [f for f in logging.getLogger().filters if isinstance(f, _QuantizerChatter)]  # removed, error or not
 
 
 def test_int8_graph_is_refused_when_the_weights_change(int8_run, tmp_path):
@@ -116,16 +118,3 @@ def test_cli_int8_choice(int8_run, tmp_path):
     (bare / "model.int8.onnx").unlink()
     with pytest.raises(FileNotFoundError, match="precision=int8"):
         OnnxPredictor.from_run(bare, precision="int8")
-
-
-def test_the_quantizers_notes_are_dropped_during_an_export(int8_run, tmp_path, caplog):
-    import logging
-    from nerkit.quantize import _QuantizerChatter, export_int8
-
-    run = shutil.copytree(int8_run, tmp_path / "run")
-    with caplog.at_level(logging.INFO):
-        export_int8(run, export_onnx(run, tmp_path / "model.onnx"))
-    notes = [r for r in caplog.records if "onnxruntime/quantization" in r.pathname.replace("\\", "/")]
-    assert not notes, f"{len(notes)} of ONNX Runtime's quantizer notes reached the log: {notes[0].getMessage()}"
-    assert any("wrote" in r.getMessage() and r.name == "nerkit.quantize" for r in caplog.records)
-    assert not [f for f in logging.getLogger().filters if isinstance(f, _QuantizerChatter)]  # removed again
