@@ -38,6 +38,7 @@ def main() -> None:
     from transformers import pipeline
 
     from nerkit.data.readers import read_conll
+    from nerkit.evaluation import entity_agreement
     from nerkit.export import export_hf
     from nerkit.predict import Predictor
 
@@ -60,11 +61,10 @@ def main() -> None:
     # nerkit cuts a text longer than its window into overlapping windows; the pipeline reads it whole.
     one_window = [len(enc.windows) <= 1 for enc in predictor.text_encoder.encode(texts)]
     same_one = sum(a == b for a, b, one in zip(ours, theirs, one_window) if one)
-    shared, union = sum(len(a & b) for a, b in zip(ours, theirs)), sum(len(a | b) for a, b in zip(ours, theirs))
     results.update(
         sentences=len(texts), identical_sentences=same, sentence_agreement=same / len(texts),
         single_window_sentences=sum(one_window), single_window_agreement=same_one / max(sum(one_window), 1),
-        entity_agreement=shared / union if union else 1.0, nerkit_entities=sum(map(len, ours)),
+        entity_agreement=entity_agreement(ours, theirs), nerkit_entities=sum(map(len, ours)),
         pipeline_entities=sum(map(len, theirs)), nerkit_span_f1=span_f1(ours, gold), pipeline_span_f1=span_f1(theirs, gold),
         nerkit_seconds=nerkit_s, pipeline_seconds=pipeline_s,
         disagreements=[{"text": t, "nerkit": sorted(a), "pipeline": sorted(b)}

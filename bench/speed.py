@@ -100,6 +100,7 @@ from bench.common import (
 )
 from nerkit.config import embedded_model_path
 from nerkit.data.readers import read_conll
+from nerkit.evaluation import entity_agreement
 from nerkit.model import NerModel
 from nerkit.precision import cpu_has_bf16
 from nerkit.predict import Predictor
@@ -255,11 +256,6 @@ def f1_against_gold(docs, predicted: list[set]) -> float:
     return seqeval_strict(gold, pred)["f1"]
 
 
-def agreement(a: list[set], b: list[set]) -> float:
-    union = sum(len(x | y) for x, y in zip(a, b))
-    return sum(len(x & y) for x, y in zip(a, b)) / union if union else 1.0
-
-
 def predict_at(threads: int, run_dir: Path, onnx_path: Path | None, args: argparse.Namespace) -> dict:
     """The whole predict comparison at ``threads`` threads, in a fresh process (``bench_predict``
     spawns one per thread count): torch's, ONNX Runtime's and the tokenizer's thread pools all
@@ -333,7 +329,7 @@ def predict_at(threads: int, run_dir: Path, onnx_path: Path | None, args: argpar
             "tokens_per_s_worst": min(r["tokens_per_s"][name] for r in rounds),
             "peak_share": statistics.median(r["peak_share"][name] for r in rounds),
             "vs_best_pipeline_median": statistics.median(vs_pipeline), "vs_best_pipeline_worst": min(vs_pipeline),
-            "agreement_with_nerkit_fp32": agreement(outputs[name], outputs["nerkit fp32"]),
+            "agreement_with_nerkit_fp32": entity_agreement(outputs["nerkit fp32"], outputs[name]),
             "f1": f1_against_gold(docs, outputs[name]),
         }
         if name in sweep:
@@ -370,7 +366,7 @@ def bench_agreement(run_dir: Path, args: argparse.Namespace) -> dict:
         out[precision] = NerkitSystem(predictor)(texts)
     f1 = {p: f1_against_gold(docs, out[p]) for p in out}
     return {"texts": len(texts), "entities_fp32": sum(map(len, out["fp32"])), "entities_bf16": sum(map(len, out["bf16"])),
-            "agreement": agreement(out["bf16"], out["fp32"]), "f1_fp32": f1["fp32"], "f1_bf16": f1["bf16"],
+            "agreement": entity_agreement(out["fp32"], out["bf16"]), "f1_fp32": f1["fp32"], "f1_bf16": f1["bf16"],
             "f1_difference_points": 100 * (f1["bf16"] - f1["fp32"])}
 
 
