@@ -12,8 +12,9 @@
   - HF ``pipeline("token-classification", aggregation_strategy="first")`` (first sub-token, as
     nerkit) at its strongest: fp32 weights and, where the hardware has bf16 units, bf16 weights
     (``torch_dtype=bfloat16``); the texts sorted by length (sort, predict, unsort: a one-line user
-    trick); the batch size of {1, 8, 16, 32, 64} with the lowest median of ``--sweep-repeats``
-    timings, each after a warm-up pass, over the texts of the rounds (or the first ``--sweep-texts``);
+    trick); the attention kernel (SDPA or the plain one, ``attn_implementation``) and the batch
+    size of {1, 8, 16, 32, 64} with the lowest median of ``--sweep-repeats`` timings, each after
+    a warm-up pass, over the texts of the rounds (or the first ``--sweep-texts``);
   - ONNX Runtime on the exported fp32 graph, tokenising/decoding as nerkit (int8 is bench/int8.py's).
   bf16 is not timed on a CPU without AVX-512 BF16 or AMX (oneDNN would emulate it, many times
   slower than fp32); the results say so. Every system runs once over the texts before the
@@ -116,6 +117,9 @@ GOALS = {
     "train_vs_trainer_same_precision": 1.3,  # issue 22, at the same batch order on both sides
 }
 PIPELINE_BATCH_SIZES = (1, 8, 16, 32, 64)
+# transformers' attention kernels: SDPA (its default) and the plain one (matmuls and softmax),
+# which nerkit's compiled encoder runs on CPU; the pipeline gets the faster for it
+PIPELINE_ATTENTION = ("sdpa", "eager")
 # nerkit's trainer.batch_order -> the Trainer's sampler of the same kind
 HF_SAMPLING = {"length": "group_by_length", "random": "random"}
 
@@ -193,20 +197,29 @@ def timed_precisions(device: str) -> tuple[list[str], dict[str, str]]:
                               "many times slower than fp32 (13x for a MiniLM training step), so bf16 rows were not timed"}
 
 
-def fastest_batch_size(seconds: dict[int, list[float]]) -> int:
-    """The batch size with the lowest median time over its timings (a tie: the smaller batch)."""
-    return min(seconds, key=lambda batch_size: (statistics.median(seconds[batch_size]), batch_size))
+def fastest_setting(seconds: dict[str, list[float]]) -> str:
+    """The setting ("<attention> <batch size>") with the lowest median time over its timings (a
+    tie: the earlier timed, i.e. SDPA and the smaller batch)."""
+    return min(seconds, key=lambda setting: statistics.median(seconds[setting]))
 
 
 class PipelineSystem:
     """The HF pipeline as a user at their best runs it: the texts sorted by length (each batch
-    pads to its longest text, so alike lengths pad little), predicted at ``batch_size``, and
-    their entities put back in the texts' order."""
+    pads to its longest text, so alike lengths pad little), predicted at ``batch_size`` with the
+    ``attention`` kernel, and their entities put back in the texts' order."""
 
     def __init__(self, twin: torch.nn.Module, tokenizer, device: str, batch_size: int = 1):
         self.batch_size = batch_size
         self.pipe = pipeline("token-classification", model=twin, tokenizer=tokenizer,
                              aggregation_strategy="first", device=device)
+
+    @property
+    def attention(self) -> str:
+        return self.pipe.model.config._attn_implementation
+
+    @attention.setter
+    def attention(self, kernel: str) -> None:
+        self.pipe.model.set_attn_implementation(kernel)  # what from_pretrained(attn_implementation=...) sets
 
     def __call__(self, texts: list[str]) -> list[set]:
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
@@ -231,15 +244,20 @@ def seconds_of(system, texts: list[str]) -> float:
 
 
 def sweep_batch_sizes(system: PipelineSystem, texts: list[str], repeats: int) -> dict[int, list[float]]:
-    """Every batch size of PIPELINE_BATCH_SIZES timed ``repeats`` times over ``texts`` after an
-    untimed pass at that size (its shapes warm); leaves ``system`` at the fastest."""
+    """Every attention kernel of PIPELINE_ATTENTION at every batch size of PIPELINE_BATCH_SIZES,
+    timed ``repeats`` times over ``texts`` after an untimed pass (its shapes warm); leaves
+    ``system`` at the fastest setting."""
     seconds = {}
-    for batch_size in PIPELINE_BATCH_SIZES:
-        system.batch_size = batch_size
-        system(texts)
-        seconds[batch_size] = [seconds_of(system, texts) for _ in range(repeats)]
-        log.info("%s texts, batch %d: %s s", len(texts), batch_size, seconds[batch_size])
-    system.batch_size = fastest_batch_size(seconds)
+    for attention in PIPELINE_ATTENTION:
+        system.attention = attention
+        for batch_size in PIPELINE_BATCH_SIZES:
+            system.batch_size = batch_size
+            system(texts)
+            setting = f"{attention} {batch_size}"
+            seconds[setting] = [seconds_of(system, texts) for _ in range(repeats)]
+            log.info("%s texts, %s attention, batch %d: %s s", len(texts), attention, batch_size, seconds[setting])
+    attention, batch_size = fastest_setting(seconds).split()
+    system.attention, system.batch_size = attention, int(batch_size)
     return seconds
 
 
@@ -333,7 +351,8 @@ def predict_at(threads: int, run_dir: Path, onnx_path: Path | None, args: argpar
             "f1": f1_against_gold(docs, outputs[name]),
         }
         if name in sweep:
-            summary[name] |= {"batch_size": systems[name].batch_size, "sweep_seconds": sweep[name]}
+            summary[name] |= {"batch_size": systems[name].batch_size, "attention": systems[name].attention,
+                              "sweep_seconds": sweep[name]}
     stamp["load_average_end"] = list(os.getloadavg())
     return {"threads": threads, "machine": stamp, "texts": len(texts), "text_tokens": tokens, "windows": len(windows),
             "window_tokens": sum(windows), "flops_per_text_token": flops / tokens, "batch_size": args.batch_size,
@@ -640,6 +659,13 @@ def threads_text(threads: int | str) -> str:
     return f"{threads} thread{'' if int(threads) == 1 else 's'}"
 
 
+def pipeline_setting(system: dict) -> str:
+    """" (batch 16, sdpa attention)" for a pipeline row, "" for the others."""
+    if "batch_size" not in system:
+        return ""
+    return f" (batch {system['batch_size']}" + (f", {system['attention']} attention)" if "attention" in system else ")")
+
+
 def predict_tables(p: dict, goals: dict) -> list[str]:
     """The predict part: the headline (nerkit's best over the pipeline's best) at every thread
     count, then each thread count's systems."""
@@ -651,7 +677,7 @@ def predict_tables(p: dict, goals: dict) -> list[str]:
            markdown_table(["threads", "nerkit best", "text tokens/s", "pipeline best", "text tokens/s",
                            "speed-up (median)", "worst round", "goal"],
                           [[t, b["best_nerkit"], b["systems"][b["best_nerkit"]]["tokens_per_s"],
-                            f"{b['best_pipeline']} (batch {b['systems'][b['best_pipeline']]['batch_size']})",
+                            b["best_pipeline"] + pipeline_setting(b["systems"][b["best_pipeline"]]),
                             b["systems"][b["best_pipeline"]]["tokens_per_s"], f"{b['speedup']['median']:.2f}x",
                             f"{b['speedup']['worst']:.2f}x", f">= {goals['predict_vs_best_pipeline']}x"]
                            for t, b in blocks.items()])]
@@ -662,10 +688,11 @@ def predict_tables(p: dict, goals: dict) -> list[str]:
         out.append(f"Predict at {threads_text(t)}: {b['texts']} CoNLL-2003 test sentences as raw "
                    f"text, {b['text_tokens']} text tokens ({b['window_tokens']} model input tokens in {b['windows']} "
                    f"nerkit windows), {b['flops_per_text_token'] / 1e6:.1f} MFLOP per text token; matmul peak (best round) "
-                   f"{peaks}. The pipeline runs on the texts sorted by length, at the batch size of "
+                   f"{peaks}. The pipeline runs on the texts sorted by length, at the attention kernel of "
+                   f"{{{', '.join(PIPELINE_ATTENTION)}}} and the batch size of "
                    f"{{{', '.join(map(str, PIPELINE_BATCH_SIZES))}}} with the lowest median of {b['sweep_repeats']} "
                    f"timings over {sweep} texts, each after a warm-up pass.")
-        rows = [[name + (f" (batch {s['batch_size']})" if "batch_size" in s else ""), s["tokens_per_s"],
+        rows = [[name + pipeline_setting(s), s["tokens_per_s"],
                  s["tokens_per_s_worst"], f"{s['peak_share']:.0%}",
                  f"{s['vs_best_pipeline_median']:.2f}x (worst {s['vs_best_pipeline_worst']:.2f}x)",
                  s["agreement_with_nerkit_fp32"], s["f1"]] for name, s in b["systems"].items()]

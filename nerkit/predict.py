@@ -38,7 +38,7 @@ class Predictor(Inference):
                          torch_scores(self.model, self.device, self.precision), self.model.head.decoder, batch_size,
                          max_batch_tokens, default_batch_cost(self.device, max_batch_tokens))
         if compile:
-            self.model.encoder.compile(dynamic=True)
+            self.model.encoder.compile_for_inference()
             # Compiled here, not at the first request: one graph for single windows, one for batches.
             self.predict(["Compile the encoder ."])
             self.predict(["a", "Compile the encoder for batches of windows of any length ."])

@@ -27,6 +27,10 @@ class Encoder(nn.Module, ABC):
     def save_files(self, directory: Path) -> None:
         """Write what rebuilding this encoder needs (tokenizer, model config; weights if ``saves_weights``)."""
 
+    def compile_for_inference(self) -> None:
+        """``torch.compile`` this encoder for prediction, where shapes change from batch to batch."""
+        self.compile(dynamic=True)
+
     def load_saved_weights(self, directory: Path) -> None:
         """Load the weights ``save_files`` wrote (encoders with ``saves_weights`` only)."""
         raise NotImplementedError(f"{type(self).__name__} keeps its weights in the run's model.safetensors")

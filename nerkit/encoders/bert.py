@@ -108,6 +108,14 @@ class BertEncoder(Encoder):
                             position_ids=packing.positions + self.first_position).last_hidden_state
         return packing.unpack(packed)
 
+    def compile_for_inference(self) -> None:
+        # On CPU, inductor fuses the plain attention (matmuls and softmax) into code faster than
+        # SDPA's flash kernel on sentence-length windows: 1,000 CoNLL-2003 test sentences in bf16
+        # took 1.24 s instead of 1.49 s at 1 thread, 0.91 s instead of 1.07 s at 2 (medians of 6).
+        if next(self.parameters()).device.type == "cpu":
+            self.model.set_attn_implementation("eager")
+        super().compile_for_inference()
+
     @torch.no_grad()
     def packs_exactly(self, pretrained: str) -> bool:
         """Whether this model computes packed sequences as it does padded ones, tried on a probe
