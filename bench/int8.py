@@ -66,6 +66,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--calibration-windows", type=int, default=300)
     parser.add_argument("--calibration-skip", type=int, default=5000, help="training sentences skipped before calibrating")
+    parser.add_argument("--name", default="int8", help="results file stem: bench/results/<name>.{json,md} "
+                        "(another CPU's run beside the committed one, e.g. int8_avx512)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     torch.set_num_threads(1)
@@ -125,7 +127,7 @@ def main() -> None:
     results = {"stamp": started, "machine": {**machine, "native_bf16": cpu_has_bf16()}, "run_dir": str(args.run_dir), "texts": len(texts), "real_tokens": real_tokens,
                "threads": 1, "rounds": rounds, "systems": summary, "goals": GOALS, "quantization": quantization,
                "export_int8_seconds": export_seconds, "load_average_end": list(os.getloadavg())}
-    save_results("int8", results, table(results))
+    save_results(args.name, results, table(results))
 
 
 def table(results: dict) -> str:

@@ -48,7 +48,8 @@ TABLES: dict[str, Callable[[dict, Path], str]] = {"conll2003_full": _conll2003_f
 
 
 # results name -> the bench module that writes it, where the names differ
-WRITERS = {"quality_1000": "quality", "conll2003_seeds": "seeds", "speed_cuda": "speed", "serve_cuda": "serve"}
+WRITERS = {"quality_1000": "quality", "conll2003_seeds": "seeds", "speed_cuda": "speed", "serve_cuda": "serve",
+           "int8_avx512": "int8"}
 
 
 def results_table(name: str, results: dict | list) -> str:
