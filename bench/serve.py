@@ -302,6 +302,14 @@ def onnx_rows(run_dir: Path, torch_default: Predictor, texts: list[str], args, w
         "texts_with_identical_entities_vs_fp32": same, "entities": sum(map(len, fp32_out))}
 
 
+def ceiling_vs_cli(srv: dict, cores: int) -> float:
+    """The most the server could reach against the CLI with every core busy: the server and its
+    clients need their CPU seconds however well the rounds overlap, so a load takes at least those
+    seconds over the cores, against the CLI's wall time for the same texts."""
+    cpu = srv["cpu_s_per_round"]
+    return (srv["texts"] / srv["cli_texts_per_s_same_texts"]) / ((cpu["server"] + cpu["clients"]) / cores)
+
+
 def table(results: dict) -> str:
     m, setup, cli, srv = (results[k] for k in ("machine", "setup", "cli", "server"))
     rows = [[f"CLI throughput (`predict_file`, model load excluded), PyTorch {setup['torch_default_precision']}",
@@ -326,6 +334,8 @@ def table(results: dict) -> str:
         ["CPU seconds per round (median): server / its clients / the CLI; share of the machine's cores unused "
          "during a load", " / ".join(f"{srv['cpu_s_per_round'][who]:.1f}" for who in ("server", "clients", "cli"))
          + f"; {srv['cores_unused']:.0%}"],
+        [f"ceiling with no core idle: the CLI's time over the server's and its clients' CPU seconds spread "
+         f"over the machine's {m['cores']} cores", f"{ceiling_vs_cli(srv, m['cores']):.0%} of the CLI"],
     ]
     for variant, v in srv.get("variants", {}).items():
         rows.append([f"server with `{variant}`, in the same rounds",

@@ -1,5 +1,5 @@
 """bench/speed.py's predict comparison is fair by construction: every system is credited with the
-same text tokens, the pipeline runs at the batch size its timings favour, on sorted texts whose
+same text tokens, the pipeline runs at the attention kernel and batch size its timings favour, on sorted texts whose
 entities come back in the caller's order, and bf16 is timed only where the hardware has it."""
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import torch
 from transformers import AutoModelForTokenClassification, AutoTokenizer
 
 from bench.common import text_tokens, window_lengths
-from bench.speed import PIPELINE_BATCH_SIZES, PipelineSystem, fastest_batch_size, sweep_batch_sizes, timed_precisions
+from bench.speed import (PIPELINE_ATTENTION, PIPELINE_BATCH_SIZES, PipelineSystem, fastest_setting, sweep_batch_sizes,
+                         timed_precisions)
 from nerkit.precision import cpu_has_bf16
 from nerkit.predict import Predictor
 from tests.helpers import save_tiny_run
@@ -34,30 +35,32 @@ def test_text_tokens_count_each_text_once_without_special_tokens_padding_or_wind
     assert sum(window_lengths(predictor.text_encoder, [LONG])) > counts[1] + 2 * len(encoding.windows)
 
 
-def test_the_fastest_batch_size_has_the_lowest_median_not_the_luckiest_timing():
-    seconds = {1: [3.0, 3.1, 2.9], 8: [1.0, 1.05, 10.0], 16: [1.1, 1.2, 1.1], 32: [0.5, 9.0, 9.0]}
-    assert fastest_batch_size(seconds) == 8  # min would pick 32, the mean 16
-    assert fastest_batch_size({8: [1.0, 2.0, 3.0], 16: [2.0, 2.0, 0.1]}) == 8  # a tie: the smaller batch
+def test_the_fastest_setting_has_the_lowest_median_not_the_luckiest_timing():
+    seconds = {"sdpa 1": [3.0, 3.1, 2.9], "sdpa 8": [1.0, 1.05, 10.0], "sdpa 16": [1.1, 1.2, 1.1],
+               "eager 32": [0.5, 9.0, 9.0]}
+    assert fastest_setting(seconds) == "sdpa 8"  # min would pick eager 32, the mean sdpa 16
+    assert fastest_setting({"sdpa 8": [1.0, 2.0, 3.0], "eager 8": [2.0, 2.0, 0.1]}) == "sdpa 8"  # a tie: the earlier timed
 
 
 class CountingSystem:
-    """Stands in for a pipeline: records the batch size of every call."""
+    """Stands in for a pipeline: records the attention kernel and batch size of every call."""
 
     def __init__(self):
-        self.batch_size, self.calls = 1, []
+        self.attention, self.batch_size, self.calls = "sdpa", 1, []
 
     def __call__(self, texts):
-        self.calls.append(self.batch_size)
+        self.calls.append(f"{self.attention} {self.batch_size}")
         return [set() for _ in texts]
 
 
-def test_every_batch_size_is_warmed_then_timed_repeatedly_and_the_fastest_kept():
+def test_every_kernel_and_batch_size_is_warmed_then_timed_repeatedly_and_the_fastest_kept():
     system = CountingSystem()
     seconds = sweep_batch_sizes(system, ["a text"], repeats=3)
-    assert list(seconds) == list(PIPELINE_BATCH_SIZES)
+    settings = [f"{a} {b}" for a in PIPELINE_ATTENTION for b in PIPELINE_BATCH_SIZES]
+    assert list(seconds) == settings and set(PIPELINE_ATTENTION) == {"sdpa", "eager"}
     assert all(len(times) == 3 for times in seconds.values())
-    assert system.calls == [b for b in PIPELINE_BATCH_SIZES for _ in range(4)]  # one untimed pass + 3 timed
-    assert system.batch_size == fastest_batch_size(seconds)
+    assert system.calls == [setting for setting in settings for _ in range(4)]  # one untimed pass + 3 timed
+    assert f"{system.attention} {system.batch_size}" == fastest_setting(seconds)
 
 
 def test_the_sorted_pipeline_returns_each_texts_entities_in_the_callers_order(tiny_bert_dir):
@@ -71,6 +74,11 @@ def test_the_sorted_pipeline_returns_each_texts_entities_in_the_callers_order(ti
     system = PipelineSystem(twin, tokenizer, "cpu", batch_size=4)
     one_by_one = [{(e["start"], e["end"], e["entity_group"]) for e in system.pipe(text)} for text in texts]
     assert sum(map(len, one_by_one)) > 0  # random weights still tag something
+    assert system(texts) == one_by_one
+    # the plain attention kernel: the model's own switch, the same entities
+    assert system.attention == "sdpa"
+    system.attention = "eager"
+    assert system.pipe.model.config._attn_implementation == "eager"
     assert system(texts) == one_by_one
 
 
