@@ -1,4 +1,6 @@
-"""The HTTP service, run as a real uvicorn server on 127.0.0.1."""
+"""The HTTP service, run as a real uvicorn server on 127.0.0.1. Its predictors run in fp32, also
+where the CPU has bf16 units: responses are compared with ``predict`` on each request alone, and
+only fp32 is batch-invariant (docs/serving.md)."""
 from __future__ import annotations
 
 import asyncio
@@ -32,7 +34,7 @@ LIMITS = Limits(max_docs=4, max_chars=400, max_bytes=3000)
 
 @pytest.fixture(scope="module")
 def predictor(tiny_bert_dir, tmp_path_factory) -> Predictor:
-    return Predictor.from_run(save_tiny_run(tiny_bert_dir, tmp_path_factory.mktemp("run")), "cpu")
+    return Predictor.from_run(save_tiny_run(tiny_bert_dir, tmp_path_factory.mktemp("run")), "cpu", precision="fp32")
 
 
 @pytest.fixture(scope="module")
@@ -179,7 +181,7 @@ BIG_TEXTS = [("Maria Schmidt from Siemens visited Paris and Berlin in May. " * 1
 
 
 def test_an_abandoned_request_stops_and_health_tells_busy_from_idle(tiny_bert_dir, tmp_path):
-    predictor = _slowed(Predictor.from_run(save_tiny_run(tiny_bert_dir, tmp_path), "cpu"), 0.2)  # > 28 s in all
+    predictor = _slowed(Predictor.from_run(save_tiny_run(tiny_bert_dir, tmp_path), "cpu", precision="fp32"), 0.2)  # > 28 s in all
     with serving(create_app(predictor, BIG_LIMITS)) as url, httpx.Client(base_url=url, timeout=60) as client:
         def abandon():
             with pytest.raises(httpx.ReadTimeout):
@@ -205,7 +207,7 @@ def test_an_abandoned_request_stops_and_health_tells_busy_from_idle(tiny_bert_di
 
 
 def test_a_request_over_its_deadline_gets_504_and_frees_the_model(tiny_bert_dir, tmp_path):
-    predictor = _slowed(Predictor.from_run(save_tiny_run(tiny_bert_dir, tmp_path), "cpu"), 0.2)
+    predictor = _slowed(Predictor.from_run(save_tiny_run(tiny_bert_dir, tmp_path), "cpu", precision="fp32"), 0.2)
     limits = Limits(max_docs=5, max_chars=100_000, max_bytes=1_000_000, request_timeout=1.5)
     with serving(create_app(predictor, limits)) as url, httpx.Client(base_url=url, timeout=60) as client:
         started = time.monotonic()
@@ -284,7 +286,7 @@ BATCH_LIMITS = Limits(max_docs=8, max_chars=400, max_bytes=20_000)
 
 
 def test_concurrent_clients_share_batches_and_each_gets_its_own_result(tiny_bert_dir, tmp_path):
-    predictor = Predictor.from_run(save_tiny_run(tiny_bert_dir, tmp_path), "cpu")
+    predictor = Predictor.from_run(save_tiny_run(tiny_bert_dir, tmp_path), "cpu", precision="fp32")
     requests = [request_texts(i, BATCH_LIMITS.max_docs) for i in range(32)]
     start = threading.Event()  # the first round waits until every client has sent its request
     rounds = recorded(predictor, [start])
@@ -387,7 +389,7 @@ def wait_for_health(client: httpx.Client, **expected) -> None:
 
 
 def test_clients_leaving_before_and_during_their_batch_leave_the_others_intact(tiny_bert_dir, tmp_path, caplog):
-    predictor = Predictor.from_run(save_tiny_run(tiny_bert_dir, tmp_path), "cpu")
+    predictor = Predictor.from_run(save_tiny_run(tiny_bert_dir, tmp_path), "cpu", precision="fp32")
     first_round, second_round = threading.Event(), threading.Event()
     rounds = recorded(predictor, [first_round, second_round])
     others = [request_texts(i, BATCH_LIMITS.max_docs) for i in range(6)]
@@ -497,7 +499,7 @@ print(json.dumps({{"status": response.status_code, "entities": response.json()["
 
 
 def test_a_failing_batch_is_retried_request_by_request_so_only_the_culprit_fails(tiny_bert_dir, tmp_path):
-    predictor = Predictor.from_run(save_tiny_run(tiny_bert_dir, tmp_path), "cpu")
+    predictor = Predictor.from_run(save_tiny_run(tiny_bert_dir, tmp_path), "cpu", precision="fp32")
     predict = predictor.predict
 
     def predict_refusing_poison(texts):
