@@ -4,12 +4,14 @@ from __future__ import annotations
 import unicodedata
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from omegaconf import OmegaConf
 from transformers import AutoTokenizer
 
 from nerkit.config import embedded_model_path
 from nerkit.data.encoding import TextEncoder
-from nerkit.data.words import char_words, conll_words
+from nerkit.data.words import _PATTERN, _spans, char_words, conll_words
 from nerkit.predict import Predictor
 from nerkit.validation import ConfigError, validate_config
 from tests.helpers import make_cfg, save_tiny_run
@@ -113,3 +115,16 @@ def test_an_unknown_splitter_is_a_config_error():
     validate_config(make_cfg(["data.words=pretokenizer"]))
     with pytest.raises(ConfigError, match=r"data\.words='spacy': must be one of conll\|chars\|pretokenizer"):
         validate_config(make_cfg(["data.words=spacy"]))
+
+
+# Pieces that exercise every alternative of the pattern, and the spaces between them.
+PIECES = [*"aZ9 .,'’-/&:;=()[]$@#+!?\n\r\t\u0301\u00e9\u4e2d\U0001F600\u200d\u2028\x07%*`\"",
+          "<3", "^_^", "n't", "'s", "U.S.", "Mr.", "http://x.co", "www.a.b", "1.", " 1.", "e@x.org", ":)", "US$",
+          "1,000", "3.5", "1996-08-22", "@paul", "#tag"]
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.lists(st.sampled_from(PIECES), max_size=30).map("".join))
+def test_conll_words_are_the_patterns_matches_over_the_whole_text(text):
+    # conll_words takes runs of ASCII letters and digits without the pattern: the same words
+    assert conll_words(text) == _spans(_PATTERN, text)
