@@ -243,7 +243,7 @@ def seconds_of(system, texts: list[str]) -> float:
     return time.perf_counter() - t0
 
 
-def sweep_batch_sizes(system: PipelineSystem, texts: list[str], repeats: int) -> dict[int, list[float]]:
+def sweep_settings(system: PipelineSystem, texts: list[str], repeats: int) -> dict[str, list[float]]:
     """Every attention kernel of PIPELINE_ATTENTION at every batch size of PIPELINE_BATCH_SIZES,
     timed ``repeats`` times over ``texts`` after an untimed pass (its shapes warm); leaves
     ``system`` at the fastest setting."""
@@ -298,7 +298,7 @@ def predict_at(threads: int, run_dir: Path, onnx_path: Path | None, args: argpar
         name = f"pipeline {precision}"
         twin = hf_twin(model).to(device=args.device, dtype=DTYPES[precision])
         systems[name], precision_of[name] = PipelineSystem(twin, model.encoder.tokenizer, args.device), precision
-        sweep[name] = sweep_batch_sizes(systems[name], sweep_texts, args.sweep_repeats)
+        sweep[name] = sweep_settings(systems[name], sweep_texts, args.sweep_repeats)
     # nerkit as users load it (Predictor.from_run: in bf16 the encoder's weights are bf16 too).
     for precision in run:
         systems[f"nerkit {precision}"] = NerkitSystem(Predictor.from_run(run_dir, args.device, args.batch_size,
@@ -661,9 +661,7 @@ def threads_text(threads: int | str) -> str:
 
 def pipeline_setting(system: dict) -> str:
     """" (batch 16, sdpa attention)" for a pipeline row, "" for the others."""
-    if "batch_size" not in system:
-        return ""
-    return f" (batch {system['batch_size']}" + (f", {system['attention']} attention)" if "attention" in system else ")")
+    return f" (batch {system['batch_size']}, {system['attention']} attention)" if "batch_size" in system else ""
 
 
 def predict_tables(p: dict, goals: dict) -> list[str]:

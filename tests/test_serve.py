@@ -32,9 +32,14 @@ WORDS = "John Smith Maria Siemens Berlin Paris lives works for in hired yesterda
 LIMITS = Limits(max_docs=4, max_chars=400, max_bytes=3000)
 
 
+def tiny_predictor(tiny_bert_dir: Path, directory: Path) -> Predictor:
+    """The tiny run's predictor, in fp32 (the module's docstring says why)."""
+    return Predictor.from_run(save_tiny_run(tiny_bert_dir, directory), "cpu", precision="fp32")
+
+
 @pytest.fixture(scope="module")
 def predictor(tiny_bert_dir, tmp_path_factory) -> Predictor:
-    return Predictor.from_run(save_tiny_run(tiny_bert_dir, tmp_path_factory.mktemp("run")), "cpu", precision="fp32")
+    return tiny_predictor(tiny_bert_dir, tmp_path_factory.mktemp("run"))
 
 
 @pytest.fixture(scope="module")
@@ -181,7 +186,7 @@ BIG_TEXTS = [("Maria Schmidt from Siemens visited Paris and Berlin in May. " * 1
 
 
 def test_an_abandoned_request_stops_and_health_tells_busy_from_idle(tiny_bert_dir, tmp_path):
-    predictor = _slowed(Predictor.from_run(save_tiny_run(tiny_bert_dir, tmp_path), "cpu", precision="fp32"), 0.2)  # > 28 s in all
+    predictor = _slowed(tiny_predictor(tiny_bert_dir, tmp_path), 0.2)  # > 28 s in all
     with serving(create_app(predictor, BIG_LIMITS)) as url, httpx.Client(base_url=url, timeout=60) as client:
         def abandon():
             with pytest.raises(httpx.ReadTimeout):
@@ -207,7 +212,7 @@ def test_an_abandoned_request_stops_and_health_tells_busy_from_idle(tiny_bert_di
 
 
 def test_a_request_over_its_deadline_gets_504_and_frees_the_model(tiny_bert_dir, tmp_path):
-    predictor = _slowed(Predictor.from_run(save_tiny_run(tiny_bert_dir, tmp_path), "cpu", precision="fp32"), 0.2)
+    predictor = _slowed(tiny_predictor(tiny_bert_dir, tmp_path), 0.2)
     limits = Limits(max_docs=5, max_chars=100_000, max_bytes=1_000_000, request_timeout=1.5)
     with serving(create_app(predictor, limits)) as url, httpx.Client(base_url=url, timeout=60) as client:
         started = time.monotonic()
@@ -286,7 +291,7 @@ BATCH_LIMITS = Limits(max_docs=8, max_chars=400, max_bytes=20_000)
 
 
 def test_concurrent_clients_share_batches_and_each_gets_its_own_result(tiny_bert_dir, tmp_path):
-    predictor = Predictor.from_run(save_tiny_run(tiny_bert_dir, tmp_path), "cpu", precision="fp32")
+    predictor = tiny_predictor(tiny_bert_dir, tmp_path)
     requests = [request_texts(i, BATCH_LIMITS.max_docs) for i in range(32)]
     start = threading.Event()  # the first round waits until every client has sent its request
     rounds = recorded(predictor, [start])
@@ -389,7 +394,7 @@ def wait_for_health(client: httpx.Client, **expected) -> None:
 
 
 def test_clients_leaving_before_and_during_their_batch_leave_the_others_intact(tiny_bert_dir, tmp_path, caplog):
-    predictor = Predictor.from_run(save_tiny_run(tiny_bert_dir, tmp_path), "cpu", precision="fp32")
+    predictor = tiny_predictor(tiny_bert_dir, tmp_path)
     first_round, second_round = threading.Event(), threading.Event()
     rounds = recorded(predictor, [first_round, second_round])
     others = [request_texts(i, BATCH_LIMITS.max_docs) for i in range(6)]
@@ -499,7 +504,7 @@ print(json.dumps({{"status": response.status_code, "entities": response.json()["
 
 
 def test_a_failing_batch_is_retried_request_by_request_so_only_the_culprit_fails(tiny_bert_dir, tmp_path):
-    predictor = Predictor.from_run(save_tiny_run(tiny_bert_dir, tmp_path), "cpu", precision="fp32")
+    predictor = tiny_predictor(tiny_bert_dir, tmp_path)
     predict = predictor.predict
 
     def predict_refusing_poison(texts):

@@ -74,9 +74,14 @@ _GRAPHEME = regex.compile(r"\X", regex.V1)
 _NON_SPACE = regex.compile(r"\S+", regex.V1)  # the pattern's own idea of a space
 
 
+def _word(m: regex.Match) -> tuple[int, int]:
+    """A match's span without the leading spaces some alternatives take (a list number's)."""
+    return m.start() + len(m[0]) - len(m[0].lstrip()), m.end()
+
+
 def _spans(pattern: regex.Pattern, text: str) -> list[tuple[int, int]]:
     text = text.translate(CONTROLS_TO_SPACE)
-    return [(m.start() + len(m[0]) - len(m[0].lstrip()), m.end()) for m in pattern.finditer(text) if not m[0].isspace()]
+    return [_word(m) for m in pattern.finditer(text) if not m[0].isspace()]
 
 
 def conll_words(text: str) -> list[tuple[int, int]]:
@@ -99,7 +104,7 @@ def conll_words(text: str) -> list[tuple[int, int]]:
             continue
         for m in _PATTERN.finditer(text, scanned):
             if not m[0].isspace():
-                words.append((m.start() + len(m[0]) - len(m[0].lstrip()), m.end()))
+                words.append(_word(m))
             scanned = m.end()
             if scanned >= end:
                 break
