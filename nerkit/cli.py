@@ -62,7 +62,7 @@ class PrecisionChoice(str, Enum):  # checked by OmegaConf: a typo is a "bad argu
     fp32 = "fp32"
     bf16 = "bf16"
     fp16 = "fp16"
-    int8 = "int8"  # ONNX backend: the quantized graph (python -m nerkit.export ... precision=int8)
+    int8 = "int8"  # the run's int8 encoder (torch) or graph (onnx), written by python -m nerkit.export ... precision=int8
 
 
 def parse_args(schema: type[T], argv: list[str], usage: str) -> T:
@@ -110,8 +110,6 @@ def load_predictor(run_dir: str | Path, backend: Backend = Backend.torch, device
             raise ValueError("compile=true works with backend=torch only (ONNX Runtime optimizes its graph itself)")
         return OnnxPredictor.from_run(run_dir, batch_size=batch_size, threads=threads,
                                       precision="int8" if choice is PrecisionChoice.int8 else "fp32")
-    if PrecisionChoice(precision) is PrecisionChoice.int8:
-        raise ValueError("precision=int8 runs the quantized ONNX graph (RUN/model.int8.onnx): add backend=onnx")
     import torch
 
     from nerkit.predict import Predictor

@@ -1,5 +1,5 @@
-"""Export a run directory: to ONNX (``format=onnx``, the default) or to a transformers model folder
-(``format=hf``, softmax heads).
+"""Export a run directory: to ONNX (``format=onnx``, the default), to a transformers model folder
+(``format=hf``, softmax heads), or its int8 encoder for the torch backend (``format=torch precision=int8``).
 
 ONNX: the graph is the model's forward pass: encoder, gather of each word's first sub-token,
 and the head's scores (tag emissions, or GlobalPointer span logits). Decoding and the merging
@@ -14,13 +14,15 @@ with transformers' key names, tokenizer files) that ``pipeline("token-classifica
 aggregation_strategy="first")`` loads. Only a softmax head is a token classifier: transformers
 has no CRF or GlobalPointer class (docs/export.md says what works for those).
 
-``python -m nerkit.export run_dir=DIR [format=onnx|hf] [output=...] [opset=18] [precision=fp32|int8] [calibration=FILE] [held_out=FILE]``
+``python -m nerkit.export run_dir=DIR [format=onnx|hf|torch] [output=...] [opset=18] [precision=fp32|int8] [calibration=FILE] [held_out=FILE]``
 
 The exported graph is fp32 whatever precision the torch predictor runs at (ONNX Runtime's CPU
 provider has no bf16 kernels for most operators). ``precision=int8`` writes RUN/model.int8.onnx
 instead (``nerkit.quantize``: int8 linear layers, the layers that would change the entities kept
 fp32, chosen at export on held-out text, the run's dev data by default); ``backend=onnx
-precision=int8`` predicts with it.
+precision=int8`` predicts with it. ``format=torch precision=int8`` chooses and calibrates the same
+way for PyTorch's int8 kernels (``nerkit.quantize_torch``: RUN/encoder.int8.safetensors, tensors
+only); ``precision=int8`` with the torch backend predicts with it, on CPU.
 """
 from __future__ import annotations
 
@@ -45,7 +47,8 @@ from nerkit.cli import parse_args, setup_logging
 from nerkit.encoders.bert import BertEncoder
 from nerkit.heads.softmax import SoftmaxHead
 from nerkit.model import NerModel
-from nerkit.onnx_predict import DECODER, HEAD, INPUTS, ONNX_FILE, WEIGHTS_HASH, weights_hash
+from nerkit.onnx_predict import DECODER, HEAD, INPUTS, ONNX_FILE, WEIGHTS_HASH
+from nerkit.runs import weights_hash
 
 log = logging.getLogger(__name__)
 
@@ -152,20 +155,22 @@ def export_hf(run_dir: str | Path, output: str | Path | None = None, atol: float
 class Format(str, Enum):
     onnx = "onnx"
     hf = "hf"
+    torch = "torch"  # precision=int8 only: RUN/encoder.int8.safetensors, the torch backend's int8 encoder
 
 
 class GraphPrecision(str, Enum):
     fp32 = "fp32"
-    int8 = "int8"  # nerkit.quantize: RUN/model.int8.onnx, calibrated here on training text
+    int8 = "int8"  # calibrated here on training text: RUN/model.int8.onnx (nerkit.quantize) or, format=torch,
+    # RUN/encoder.int8.safetensors (nerkit.quantize_torch)
 
 
 @dataclass
 class ExportConfig:
     run_dir: str = MISSING
     format: Format = Format.onnx
-    output: Optional[str] = None  # default: RUN_DIR/model.onnx (onnx), RUN_DIR/hf (hf)
+    output: Optional[str] = None  # default: RUN_DIR/model.onnx (onnx), RUN_DIR/hf (hf), RUN_DIR/encoder.int8.safetensors (torch)
     opset: int = 18  # onnx only
-    precision: GraphPrecision = GraphPrecision.fp32  # onnx only
+    precision: GraphPrecision = GraphPrecision.fp32  # onnx; torch takes int8 only
     calibration: Optional[str] = None  # int8: a file in the run's training-data format (default: its training data)
     held_out: Optional[str] = None  # int8: text the entity agreement is checked on, same format (default: its dev data)
 
@@ -175,8 +180,15 @@ def main(argv: list[str] | None = None) -> int:
     cfg = parse_args(ExportConfig, sys.argv[1:] if argv is None else argv, __doc__)
     if cfg.format is Format.hf:
         if cfg.precision is not GraphPrecision.fp32:
-            raise SystemExit("precision=int8 applies to format=onnx only")
+            raise SystemExit("precision=int8 applies to format=onnx and format=torch only")
         print(export_hf(cfg.run_dir, cfg.output))
+    elif cfg.format is Format.torch:
+        if cfg.precision is not GraphPrecision.int8:
+            raise SystemExit("format=torch writes the int8 encoder: add precision=int8 (a run directory is already "
+                             "the torch model)")
+        from nerkit.quantize_torch import export_int8_torch  # lazy: torchao loads slowly
+
+        print(export_int8_torch(cfg.run_dir, cfg.output, cfg.calibration, cfg.held_out))
     elif cfg.precision is GraphPrecision.int8:
         from nerkit.quantize import export_int8  # lazy: ONNX Runtime's quantization tools load slowly
 

@@ -8,7 +8,6 @@ was exported from. The run directory is read and checked by ``nerkit.runs.read_r
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from nerkit.data.encoding import TextEncoder
 from nerkit.heads.decoding import Decoder, decoder_from_spec
 from nerkit.inference import Inference
 from nerkit.data.words import DEFAULT_WORDS, words_of
-from nerkit.runs import CONFIG, ENCODER_DIR, LABELS, WEIGHTS, read_run
+from nerkit.runs import CONFIG, ENCODER_DIR, LABELS, read_run, weights_hash
 
 ONNX_FILE = "model.onnx"
 # precision=int8: the quantized graph nerkit.quantize writes, calibrated at export.
@@ -28,17 +27,6 @@ INT8_FILE = "model.int8.onnx"
 GRAPH_FILES = {"fp32": ONNX_FILE, "int8": INT8_FILE}
 INPUTS = ("input_ids", "attention_mask", "word_index", "word_mask")
 WEIGHTS_HASH, DECODER, HEAD, QUANTIZATION = "nerkit.weights_sha256", "nerkit.decoder", "nerkit.head", "nerkit.quantization"
-
-
-def weights_hash(run_dir: str | Path) -> str:
-    """SHA-256 over every weight file of a run directory (model.safetensors and encoder/'s)."""
-    run_dir = Path(run_dir)
-    digest = hashlib.sha256()
-    for path in [run_dir / WEIGHTS, *sorted((run_dir / ENCODER_DIR).glob("*.safetensors"))]:
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
 
 
 class OnnxPredictor(Inference):

@@ -1,4 +1,5 @@
-"""Numeric precision for training and prediction: ``fp32 | bf16 | fp16``.
+"""Numeric precision for training and prediction: ``fp32 | bf16 | fp16``, and for prediction on
+CPU ``int8`` (a run's calibrated int8 encoder, ``nerkit.quantize_torch``).
 
 Mixed precision runs the model under ``torch.autocast`` (matmuls in the low-precision type,
 reductions and the loss in fp32); weights stay fp32. fp16 needs a gradient scaler in training
@@ -17,16 +18,19 @@ import torch
 log = logging.getLogger(__name__)
 Precision = Literal["fp32", "bf16", "fp16"]
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16")
+PREDICT_PRECISIONS: tuple[str, ...] = (*PRECISIONS, "int8")
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def check_precision(precision: str, device: torch.device | str) -> str:
-    """``precision`` if the device can run it; otherwise a ValueError naming what is possible."""
+def check_precision(precision: str, device: torch.device | str, allowed: tuple[str, ...] = PRECISIONS) -> str:
+    """``precision`` if it is ``allowed`` and the device can run it; otherwise a ValueError naming what is possible."""
     device = torch.device(device)
     if precision == "auto":
         return default_precision(device)
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS} or 'auto', got {precision!r}")
+    if precision not in allowed:
+        raise ValueError(f"precision must be one of {allowed} or 'auto', got {precision!r}")
+    if precision == "int8" and device.type != "cpu":
+        raise ValueError("precision=int8 runs on CPU (oneDNN's int8 kernels); on a GPU use bf16 or fp16")
     if precision == "fp16" and device.type == "cpu":
         raise ValueError("precision=fp16 needs a GPU (CPU autocast has no fp16 matmul kernels); use bf16 or fp32")
     if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
@@ -63,6 +67,11 @@ def default_precision(device: torch.device | str) -> str:
     return "bf16" if device.type == "cpu" and cpu_has_bf16() else "fp32"
 
 
+def int8_companion() -> str:
+    """The precision of what runs beside int8 products: bf16 where the CPU has bf16 units, else fp32."""
+    return "bf16" if cpu_has_bf16() else "fp32"
+
+
 def dtype_of(precision: str) -> torch.dtype:
     """The torch dtype of a checked precision."""
     return _DTYPES.get(precision, torch.float32)
@@ -70,6 +79,8 @@ def dtype_of(precision: str) -> torch.dtype:
 
 def autocast(device: torch.device | str, precision: str) -> contextlib.AbstractContextManager:
     """The autocast context for ``precision`` on ``device`` (a no-op for fp32)."""
+    if precision == "int8":
+        precision = int8_companion()
     if precision == "fp32":
         return contextlib.nullcontext()
     return torch.autocast(torch.device(device).type, dtype=_DTYPES[precision])

@@ -14,7 +14,8 @@ from nerkit.data.encoding import TextEncoder
 from nerkit.data.words import DEFAULT_WORDS, words_of
 from nerkit.inference import Inference
 from nerkit.model import NerModel, default_batch_cost, default_batch_tokens, torch_scores
-from nerkit.precision import check_precision, dtype_of
+from nerkit.precision import PREDICT_PRECISIONS, check_precision, dtype_of
+from nerkit.quantize_torch import Int8Model, load_int8
 from nerkit.runs import CONFIG
 
 
@@ -23,21 +24,25 @@ class Predictor(Inference):
                  device: str | torch.device = "cpu", truncate: bool = False, max_batch_tokens: int | None = None,
                  precision: str = "auto", cast_encoder: bool = False, compile: bool = False, words: str = DEFAULT_WORDS):
         """``precision``: "bf16"/"fp16" run the model under autocast, "auto" picks bf16 where the
-        hardware has bf16 units (nerkit.precision). ``cast_encoder`` also holds the encoder's
+        hardware has bf16 units (nerkit.precision); "int8" needs an encoder holding a run's int8
+        graph (``from_run`` loads it). ``cast_encoder`` also holds the encoder's
         weights in that type (half the memory, no weight casts per batch): only for a model that
         nothing else trains or evaluates in fp32, as ``from_run`` loads it. ``compile`` runs the
         encoder through ``torch.compile`` (compiled here, tens of seconds; then faster batches). ``words``
         names the splitter that cuts raw text into words (``nerkit.data.words``; a run records its own)."""
         self.model = model.to(device).eval()
         self.device = torch.device(device)
-        self.precision = check_precision(precision, self.device)
+        self.precision = check_precision(precision, self.device, PREDICT_PRECISIONS)
+        if self.precision == "int8" and not isinstance(getattr(model.encoder, "model", None), Int8Model):
+            raise ValueError("precision=int8 predicts with a run's calibrated int8 encoder: "
+                             "Predictor.from_run(RUN, precision='int8')")
         if cast_encoder:
             self.model.encoder.to(dtype_of(self.precision))
         max_batch_tokens = max_batch_tokens or default_batch_tokens(self.device, batch_size, max_length)
         super().__init__(TextEncoder(model.encoder.tokenizer, max_length, stride, truncate, words),
                          torch_scores(self.model, self.device, self.precision), self.model.head.decoder, batch_size,
                          max_batch_tokens, default_batch_cost(self.device, max_batch_tokens))
-        if compile:
+        if compile and self.precision != "int8":  # the int8 graph is compiled already
             self.model.encoder.compile_for_inference()
             # Compiled here, not at the first request: one graph for single windows, one for batches.
             self.predict(["Compile the encoder ."])
@@ -48,9 +53,13 @@ class Predictor(Inference):
                  trust_remote_code: bool = False, precision: str = "auto", compile: bool = False) -> "Predictor":
         """Load a trained run directory (weights, config, labels, tokenizer; no pickle). Nothing in
         it runs as code; ``trust_remote_code=True`` allows the encoder's own Python files in
-        ``encoder/``, for a directory you trust."""
+        ``encoder/``, for a directory you trust. ``precision="int8"`` loads the run's int8 encoder
+        (RUN/encoder.int8.safetensors, ``python -m nerkit.export run_dir=RUN format=torch precision=int8``)."""
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        check_precision(precision, device, PREDICT_PRECISIONS)
         model, cfg = NerModel.load(run_dir, device, trust_remote_code)
+        if precision == "int8":
+            load_int8(model, run_dir)
         return cls(model, cfg.max_length, cfg.stride, batch_size, device, cfg.get("truncate", False),
                    precision=precision, cast_encoder=True, compile=compile,
                    words=words_of(cfg, str(Path(run_dir) / CONFIG)))

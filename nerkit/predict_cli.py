@@ -25,8 +25,9 @@ compile=false batch_size=64 threads=N chunk_docs=1000 chunk_chars=1000000 progre
 
 ``precision`` (torch backend): ``auto`` runs the model in bf16 (bf16 encoder weights, autocast)
 where the hardware has bf16 units (CPUs with AVX-512 BF16 or AMX, recent GPUs), else fp32;
-``fp16`` needs a GPU. The ONNX backend runs the exported fp32 graph, or with ``precision=int8``
-the int8 graph written by ``python -m nerkit.export run_dir=RUN precision=int8``. ``compile=true``
+``fp16`` needs a GPU; ``int8`` (CPU) runs the int8 encoder written by ``python -m nerkit.export
+run_dir=RUN format=torch precision=int8``, compiled at load. The ONNX backend runs the exported fp32 graph,
+or with ``precision=int8`` the int8 graph written by ``python -m nerkit.export run_dir=RUN precision=int8``. ``compile=true``
 (torch backend) compiles the encoder with ``torch.compile`` at load: tens of seconds once,
 worth it for large inputs and servers (bench/README.md has the figures).
 """

@@ -28,72 +28,27 @@ import json
 import logging
 import tempfile
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import onnx
 import onnxruntime
-from omegaconf import DictConfig
 from onnx import numpy_helper
 from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                       quantize_dynamic, quantize_static)
 from onnxruntime.transformers.optimizer import optimize_model
-import torch
 from torch import nn
 
-from nerkit.data import readers
-from nerkit.data.windowing import WindowTable, budget_batches
-from nerkit.data.encoding import TextEncoder
+from nerkit.calibration import Batch, calibration_batches, held_out_texts, most_quantized, run_texts
 from nerkit.data.words import words_of
 from nerkit.evaluation import entity_agreement
 from nerkit.heads.decoding import WORD_SCORES, decoder_from_spec
-from nerkit.inference import Inference
-from nerkit.model import NerModel, torch_scores
+from nerkit.model import NerModel
 from nerkit.onnx_predict import DECODER, INPUTS, INT8_FILE, QUANTIZATION, WEIGHTS_HASH, OnnxPredictor
 
 log = logging.getLogger(__name__)
 
 METHODS = ("dynamic", "static")
-Batch = tuple[np.ndarray, ...]
-# NER readers a run's training data may be read with, by name: a run directory never names code to run.
-CALIBRATION_READERS = {"nerkit.data.readers.read_conll": readers.read_conll,
-                       "nerkit.data.readers.read_json_spans": readers.read_json_spans,
-                       "nerkit.data.readers.read_doccano": readers.read_doccano}
-
-
-def run_texts(cfg: DictConfig, split: str, path: str | Path | None = None) -> list[str]:
-    """The texts of ``path`` (default: the run's ``split`` data, "train" or "dev"), read as the run
-    read that split; [] when the run has no such split and no path is given."""
-    spec = cfg.data.get(split)
-    if spec is None:
-        if path is None:
-            return []
-        spec = cfg.data.train
-    reader = CALIBRATION_READERS.get(spec.get("_target_"))
-    if reader is None:
-        raise ValueError(f"int8 calibration reads the run's {split} data format; {spec.get('_target_')!r} "
-                         f"is not one of {sorted(CALIBRATION_READERS)}")
-    kwargs = {k: v for k, v in spec.items() if k not in ("_target_", "path", "limit")}
-    return [doc.text for doc in reader(path or spec.path, **kwargs)]
-
-
-def calibration_batches(model: NerModel, texts: Sequence[str], max_windows: int, max_length: int, stride: int,
-                        words: str, batch_size: int = 32) -> list[Batch]:
-    """Padded graph inputs for the first ``max_windows`` windows of ``texts``, cut and batched
-    as prediction cuts and batches them."""
-    predictor = Inference(TextEncoder(model.encoder.tokenizer, max_length, stride, words=words),
-                          torch_scores(model, torch.device("cpu"), "fp32"), model.head.decoder, batch_size)
-    encodings = predictor.text_encoder.encode(list(texts))
-    table = WindowTable.of([enc.windows for enc in encodings])
-    n = min(max_windows, len(table.doc))
-    if n == 0:
-        raise ValueError("the calibration data holds no text to quantize with")
-    specials = len(predictor.text_encoder.prefix_ids) + len(predictor.text_encoder.suffix_ids)
-    lengths = (table.token_end - table.token_start + specials)[:n].tolist()
-    return [predictor.window_batch(encodings, table, rows)
-            for rows in budget_batches(lengths, batch_size, predictor.max_batch_tokens, predictor.batch_cost_tokens)]
-
-
 class _Reader(CalibrationDataReader):
     def __init__(self, batches: Sequence[Batch]):
         self.batches: Iterator[Batch] = iter(batches)
@@ -240,19 +195,6 @@ def sensitivities(smoothed: Path, layers: dict[str, str], method: str, batches: 
             for module, node in layers.items()}
 
 
-def most_quantized(count: int, agrees: Callable[[int], bool]) -> int:
-    """The largest ``n`` <= ``count`` with ``agrees(n)`` (the ``n`` least sensitive layers int8 keep
-    the entities), by bisection: agreement falls, near enough, as layers are added in the
-    sensitivity order; ``agrees(0)`` (nothing int8) holds by definition."""
-    if agrees(count):
-        return count
-    lo, hi = 0, count
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        lo, hi = (mid, hi) if agrees(mid) else (lo, mid)
-    return lo
-
-
 def _entities(run_dir: Path, graph: Path, meta: dict[str, str], texts: Sequence[str]) -> list[set]:
     """The graph's entities for ``texts``, predicted as ``backend=onnx`` predicts them."""
     model = onnx.load(str(graph))
@@ -264,12 +206,12 @@ def _entities(run_dir: Path, graph: Path, meta: dict[str, str], texts: Sequence[
 
 def export_int8(run_dir: str | Path, fp32_graph: str | Path, output: str | Path | None = None,
                 calibration: str | Path | None = None, held_out: str | Path | None = None, method: str = "dynamic",
-                windows: int = 300, held_out_texts: int = 1000, alpha: float = 0.8, target: float = 0.995) -> Path:
+                windows: int = 300, held_out_count: int = 1000, alpha: float = 0.8, target: float = 0.995) -> Path:
     """Write ``run_dir``'s int8 graph (default RUN/model.int8.onnx) from its fp32 graph.
 
     ``calibration``: text for the activation statistics (default: the run's training data);
     ``held_out``: text the entity agreement is checked on (default: the run's dev data), both
-    files in the run's data format; the first ``held_out_texts`` of its texts are used."""
+    files in the run's data format; the first ``held_out_count`` of its texts are used."""
     run_dir = Path(run_dir)
     output = Path(output or run_dir / INT8_FILE)
     model, cfg = NerModel.load(run_dir, "cpu")
@@ -280,12 +222,7 @@ def export_int8(run_dir: str | Path, fp32_graph: str | Path, output: str | Path 
         raise ValueError(f"{run_dir}: precision=int8 supports token heads (softmax, CRF), not {type(model.head).__name__}")
     training_texts = run_texts(cfg, "train", calibration)
     batches = calibration_batches(model, training_texts, windows, cfg.max_length, cfg.stride, words_of(cfg))
-    texts = run_texts(cfg, "dev", held_out)[:held_out_texts]
-    source = str(held_out) if held_out else "dev"
-    if not texts:
-        log.warning("int8: %s has no dev data and no held_out= was given: the entity agreement is checked on training "
-                    "text, which the model fits; expect less agreement on new text", run_dir)
-        texts, source = training_texts[:held_out_texts], "train"
+    texts, source = held_out_texts(cfg, run_dir, training_texts, held_out, held_out_count)
     chatter = _QuantizerChatter()
     logging.getLogger().addFilter(chatter)
     try:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import ast
 import errno
 import functools
+import hashlib
 import io
 import json
 import os
@@ -404,3 +405,14 @@ def write_text_atomically(path: Path, text: str) -> None:
     except BaseException:
         os.unlink(tmp)
         raise
+
+
+def weights_hash(run_dir: str | Path) -> str:
+    """SHA-256 over every weight file of a run directory (model.safetensors and encoder/'s)."""
+    run_dir = Path(run_dir)
+    digest = hashlib.sha256()
+    for path in [run_dir / WEIGHTS, *sorted((run_dir / ENCODER_DIR).glob("*.safetensors"))]:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()

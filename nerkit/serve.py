@@ -34,7 +34,7 @@ head, and then its body, within ``read_timeout`` seconds (else it is closed, or 
 process list) makes every path but ``/health`` and the demo page require ``Authorization: Bearer <token>``
 (401; the scheme name in any case).
 
-Options: backend=torch|onnx device=cpu|cuda precision=auto|fp32|bf16|fp16 compile=false batch_size=64 threads=N
+Options: backend=torch|onnx device=cpu|cuda precision=auto|fp32|bf16|fp16|int8 compile=false batch_size=64 threads=N
 max_docs=64 max_chars=100000 max_bytes=4000000 request_timeout=60 read_timeout=30 round_chars=100000 batch_wait=0.1
 auth_token=... trust_remote_code=false log_level=info (precision and compile as in ``nerkit.predict``)
 """

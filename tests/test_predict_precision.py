@@ -57,6 +57,8 @@ def test_precision_is_checked_and_auto_picks_the_hardware_default(model):
     with pytest.raises(ValueError, match="fp16 needs a GPU"):
         Predictor(model, precision="fp16")
     with pytest.raises(ValueError, match="precision must be one of"):
+        Predictor(model, precision="int4")
+    with pytest.raises(ValueError, match="calibrated int8 encoder"):  # int8 needs the run's int8 encoder
         Predictor(model, precision="int8")
 
 
