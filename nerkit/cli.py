@@ -85,6 +85,10 @@ def setup_logging() -> None:
     logging.basicConfig(format="%(levelname)s %(message)s")
     for name in ("nerkit", "__main__"):  # a module run with -m logs as __main__
         logging.getLogger(name).setLevel(logging.INFO)
+    # torchao (the int8 extra), which transformers imports whenever it is installed, warns at import
+    # about each CUDA kernel a CPU build cannot load and each type it registers with torch's pytree.
+    for name in ("torchao", "torch.utils._pytree"):
+        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def require_positive(cfg: Any, *names: str) -> None:
