@@ -26,6 +26,7 @@ quantizer) and refuses a file made from other weights or for another graph.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import json
@@ -34,10 +35,12 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
+import torch._inductor.config as inductor_config
 from omegaconf import DictConfig
 from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
+from transformers import PretrainedConfig
 from transformers.modeling_outputs import BaseModelOutput
 
 from nerkit.calibration import Batch, calibration_batches, held_out_texts, most_quantized, run_texts
@@ -46,6 +49,7 @@ from nerkit.data.words import words_of
 from nerkit.evaluation import entity_agreement
 from nerkit.inference import Inference
 from nerkit.model import NerModel, default_batch_tokens, torch_scores
+from nerkit.precision import autocast, int8_companion
 from nerkit.runs import weights_hash
 
 log = logging.getLogger(__name__)
@@ -81,7 +85,7 @@ class _LastHidden(nn.Module):
 class Int8Model(nn.Module):
     """Stands in for the encoder's HF model at prediction: the same call, the int8 graph inside."""
 
-    def __init__(self, graph: nn.Module, config):
+    def __init__(self, graph: nn.Module, config: PretrainedConfig):
         super().__init__()
         self.graph, self.config = graph, config
 
@@ -218,21 +222,19 @@ def _compiled(converted: nn.Module) -> nn.Module:
 
 
 class _Frozen(nn.Module):
+    """A compiled graph called under inductor's freezing setting (see ``_compiled``)."""
+
     def __init__(self, compiled: nn.Module):
         super().__init__()
         self.compiled = compiled
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        import torch._inductor.config as inductor_config
-
         with inductor_config.patch(freezing=True):
             return self.compiled(input_ids, attention_mask)
 
 
-def _autocast():
+def _autocast() -> contextlib.AbstractContextManager:
     """What runs beside the int8 products: bf16 where the CPU has bf16 units, else fp32."""
-    from nerkit.precision import autocast, int8_companion
-
     return autocast("cpu", int8_companion())
 
 
