@@ -222,7 +222,9 @@ def _compiled(converted: nn.Module) -> nn.Module:
 
 
 class _Frozen(nn.Module):
-    """A compiled graph called under inductor's freezing setting (see ``_compiled``)."""
+    """A compiled graph called under inductor's freezing setting (see ``_compiled``; passing it as
+    ``torch.compile(options=...)`` does not reach the int8 lowering). Config patches are
+    per thread, so concurrent calls do not undo each other's."""
 
     def __init__(self, compiled: nn.Module):
         super().__init__()

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch._inductor.config as inductor_config
 from safetensors import safe_open
 from safetensors.numpy import load_file, save_file
 
@@ -55,6 +57,16 @@ def test_int8_encoder_predicts_the_fp32_entities(int8_run):
     assert sorted(done["int8_layers"] + done["kept"]) == sorted(done["sensitivity"])  # every linear layer, measured
     assert max(done["sensitivity"][m] for m in done["int8_layers"]) <= min(
         [done["sensitivity"][m] for m in done["kept"]], default=float("inf"))
+
+
+def test_int8_calls_from_threads_agree_and_leave_inductors_setting_as_it_was(int8_run):
+    predictor = Predictor.from_run(int8_run, "cpu", batch_size=2, precision="int8")
+    texts = TEXTS * 10  # calls long enough to overlap
+    expected = entity_sets(predictor.predict(texts))
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: entity_sets(predictor.predict(texts)), range(8)))
+    assert all(result == expected for result in results)
+    assert inductor_config.freezing is False  # the int8 calls' setting does not outlive them
 
 
 def test_the_cli_and_server_loader_take_int8_with_the_torch_backend(int8_run, tmp_path):
