@@ -42,12 +42,18 @@ def run_texts(cfg: DictConfig, split: str, path: str | Path | None = None) -> li
     return [doc.text for doc in reader(path or spec.path, **kwargs)]
 
 
+def fp32_inference(model: NerModel, max_length: int, stride: int, words: str, truncate: bool = False,
+                   batch_size: int = 64) -> Inference:
+    """``model`` predicting in fp32 on CPU, its texts cut into windows as the run cuts them."""
+    return Inference(TextEncoder(model.encoder.tokenizer, max_length, stride, truncate, words),
+                     torch_scores(model, torch.device("cpu"), "fp32"), model.head.decoder, batch_size)
+
+
 def calibration_batches(model: NerModel, texts: Sequence[str], max_windows: int, max_length: int, stride: int,
                         words: str, batch_size: int = 32) -> list[Batch]:
     """Padded graph inputs for the first ``max_windows`` windows of ``texts``, cut and batched
     as prediction cuts and batches them."""
-    predictor = Inference(TextEncoder(model.encoder.tokenizer, max_length, stride, words=words),
-                          torch_scores(model, torch.device("cpu"), "fp32"), model.head.decoder, batch_size)
+    predictor = fp32_inference(model, max_length, stride, words, batch_size=batch_size)
     encodings = predictor.text_encoder.encode(list(texts))
     table = WindowTable.of([enc.windows for enc in encodings])
     n = min(max_windows, len(table.doc))
@@ -57,7 +63,6 @@ def calibration_batches(model: NerModel, texts: Sequence[str], max_windows: int,
     lengths = (table.token_end - table.token_start + specials)[:n].tolist()
     return [predictor.window_batch(encodings, table, rows)
             for rows in budget_batches(lengths, batch_size, predictor.max_batch_tokens, predictor.batch_cost_tokens)]
-
 
 
 def most_quantized(count: int, agrees: Callable[[int], bool]) -> int:
@@ -73,6 +78,24 @@ def most_quantized(count: int, agrees: Callable[[int], bool]) -> int:
     return lo
 
 
+def int8_layer_count(run_dir: Path, layers: Sequence[str], agreement_of: Callable[[int], float], target: float,
+                     held_out: str, otherwise: str) -> tuple[int, dict[int, float]]:
+    """How many of ``layers`` (least sensitive first) can be int8 and keep ``target`` of the fp32
+    entities, ``agreement_of(n)`` measuring it on ``held_out`` (e.g. "1000 dev texts"), and the
+    agreement of every count tried. A ValueError when not even one layer can, advising ``otherwise``."""
+    agreement: dict[int, float] = {0: 1.0}
+
+    def agrees(n: int) -> bool:
+        agreement[n] = agreement_of(n)
+        log.info("int8 with the %d least sensitive of %d layers: entity agreement with fp32 %.4f on %s",
+                 n, len(layers), agreement[n], held_out)
+        return agreement[n] >= target
+
+    n = most_quantized(len(layers), agrees)
+    if n == 0:
+        raise ValueError(f"{run_dir}: no encoder layer can be int8 and keep {target} of the fp32 entities on "
+                         f"{held_out} (one layer alone: {agreement[1]:.4f}); {otherwise}")
+    return n, agreement
 
 
 def held_out_texts(cfg: DictConfig, run_dir: Path, training_texts: Sequence[str], held_out: str | Path | None,

@@ -39,7 +39,7 @@ from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, 
 from onnxruntime.transformers.optimizer import optimize_model
 from torch import nn
 
-from nerkit.calibration import Batch, calibration_batches, held_out_texts, most_quantized, run_texts
+from nerkit.calibration import Batch, calibration_batches, held_out_texts, int8_layer_count, run_texts
 from nerkit.data.words import words_of
 from nerkit.evaluation import entity_agreement
 from nerkit.heads.decoding import WORD_SCORES, decoder_from_spec
@@ -247,19 +247,13 @@ def _quantize_run(run_dir: Path, model: NerModel, fp32_graph: str | Path, output
         sensitivity = sensitivities(smoothed, encoder, method, batches, tmp)
         order = sorted(encoder, key=sensitivity.__getitem__)
         reference = _entities(run_dir, fused, meta, texts)
-        agreement: dict[int, float] = {0: 1.0}
 
-        def agrees(n: int) -> bool:
+        def agreement_of(n: int) -> float:
             candidate = quantize_graph(smoothed, tmp / f"int8_{n}.onnx", method, [encoder[m] for m in order[:n]], batches)
-            agreement[n] = entity_agreement(reference, _entities(run_dir, candidate, meta, texts))
-            log.info("int8 with the %d least sensitive of %d layers: entity agreement with fp32 %.4f on %d %s texts",
-                     n, len(order), agreement[n], len(texts), source)
-            return agreement[n] >= target
+            return entity_agreement(reference, _entities(run_dir, candidate, meta, texts))
 
-        n = most_quantized(len(order), agrees)
-        if n == 0:
-            raise ValueError(f"{run_dir}: no encoder layer can be int8 and keep {target} of the fp32 entities on "
-                             f"{len(texts)} {source} texts (one layer alone: {agreement[1]:.4f}); keep this run fp32")
+        n, agreement = int8_layer_count(run_dir, order, agreement_of, target, f"{len(texts)} {source} texts",
+                                        "keep this run fp32")
         meta[QUANTIZATION] = json.dumps({
             "method": method, "alpha": alpha, "int8_layers": order[:n],
             "kept_fp32": ["embeddings", *order[n:], *sorted(set(modules) - set(encoder))],

@@ -43,12 +43,10 @@ from torch import nn
 from transformers import PretrainedConfig
 from transformers.modeling_outputs import BaseModelOutput
 
-from nerkit.calibration import Batch, calibration_batches, held_out_texts, most_quantized, run_texts
-from nerkit.data.encoding import TextEncoder
+from nerkit.calibration import Batch, calibration_batches, fp32_inference, held_out_texts, int8_layer_count, run_texts
 from nerkit.data.words import words_of
 from nerkit.evaluation import entity_agreement
-from nerkit.inference import Inference
-from nerkit.model import NerModel, default_batch_tokens, torch_scores
+from nerkit.model import NerModel
 from nerkit.precision import autocast, int8_companion
 from nerkit.runs import weights_hash
 
@@ -245,10 +243,7 @@ class _Prediction:
 
     def __init__(self, model: NerModel, cfg: DictConfig, texts: Sequence[str]):
         self.model, self.texts = model.eval(), list(texts)
-        encoder = TextEncoder(model.encoder.tokenizer, cfg.max_length, cfg.stride, cfg.get("truncate", False),
-                              words_of(cfg))
-        self.predictor = Inference(encoder, torch_scores(model, torch.device("cpu"), "fp32"), model.head.decoder,
-                                   max_batch_tokens=default_batch_tokens(torch.device("cpu"), 64, cfg.max_length))
+        self.predictor = fp32_inference(model, cfg.max_length, cfg.stride, words_of(cfg), cfg.get("truncate", False))
         self.fp32 = self.entities()
 
     def entities(self) -> list[set]:
@@ -296,20 +291,14 @@ def export_int8_torch(run_dir: str | Path, output: str | Path | None = None, cal
     sensitivity = {name: _relative_error(_calibrated(graph, [name], batches)[0], reference, batches) for name in linears}
     order = sorted(linears, key=sensitivity.__getitem__)
     prediction = _Prediction(model, cfg, texts)
-    agreement: dict[int, float] = {0: 1.0}
     made: dict[int, dict[str, torch.Tensor]] = {}
 
-    def agrees(n: int) -> bool:
+    def agreement_of(n: int) -> float:
         converted, made[n] = _calibrated(graph, order[:n], batches)
-        agreement[n] = prediction.agreement(_compiled(converted))
-        log.info("int8 with the %d least sensitive of %d layers: entity agreement with fp32 %.4f on %d %s texts",
-                 n, len(order), agreement[n], len(texts), source)
-        return agreement[n] >= target
+        return prediction.agreement(_compiled(converted))
 
-    n = most_quantized(len(order), agrees)
-    if n == 0:
-        raise ValueError(f"{run_dir}: no encoder layer can be int8 and keep {target} of the fp32 entities on "
-                         f"{len(texts)} {source} texts (one layer alone: {agreement[1]:.4f}); keep this run bf16")
+    n, agreement = int8_layer_count(run_dir, order, agreement_of, target, f"{len(texts)} {source} texts",
+                                    "keep this run bf16")
     tensors = {f"{_SMOOTH}{name}": scale.contiguous() for name, scale in scales.items()} | made[n]
     metadata = {WEIGHTS_HASH: weights_hash(run_dir), QUANTIZATION: json.dumps({
         "method": "static", "alpha": alpha, "int8_layers": order[:n], "kept": order[n:], "sensitivity": sensitivity,

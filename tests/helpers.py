@@ -15,6 +15,8 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
+from safetensors import safe_open
+from safetensors.numpy import load_file, save_file
 
 from nerkit.model import NerModel
 
@@ -42,6 +44,18 @@ TOY_SENTENCES = [
     [("Siemens", "B-ORG"), ("hired", "O"), ("John", "B-PER"), ("Smith", "I-PER"), ("yesterday", "O")],
     [("Paris", "B-LOC"), ("and", "O"), ("Berlin", "B-LOC"), ("are", "O"), ("cities", "O")],
 ]
+
+
+def change_weights(run_dir: Path) -> None:
+    """Nudge one weight of a run directory's model.safetensors, keeping its metadata (the label map):
+    what an artifact made from the old weights must notice."""
+    weights = run_dir / "model.safetensors"
+    with safe_open(weights, "numpy") as f:
+        metadata = f.metadata()
+    tensors = load_file(weights)
+    name = next(iter(tensors))
+    tensors[name] = tensors[name] + tensors[name].dtype.type(1e-3)
+    save_file(tensors, weights, metadata=metadata)
 
 
 def save_tiny_run(tiny_bert_dir: Path, directory: Path, head: str = "softmax", overrides: list[str] | None = None,

@@ -7,11 +7,8 @@ import logging
 import shutil
 from pathlib import Path
 
-import numpy as np
 import onnx
 import pytest
-from safetensors.numpy import load_file, save_file
-from safetensors import safe_open
 
 from nerkit.cli import load_predictor
 from nerkit.evaluation import entity_agreement
@@ -21,7 +18,7 @@ from nerkit.predict import Predictor
 from nerkit.calibration import most_quantized
 from nerkit.quantize import _QuantizerChatter, export_int8
 from nerkit.train import train
-from tests.helpers import TOY_SENTENCES, make_cfg, write_conll
+from tests.helpers import TOY_SENTENCES, change_weights, make_cfg, write_conll
 
 TEXTS = [
     "John Smith lives in Berlin .",
@@ -100,13 +97,7 @@ def test_a_target_no_layer_can_keep_is_refused_writes_nothing_and_keeps_the_quan
 
 def test_int8_graph_is_refused_when_the_weights_change(int8_run, tmp_path):
     run = shutil.copytree(int8_run, tmp_path / "run")
-    weights = run / "model.safetensors"
-    with safe_open(weights, "numpy") as f:
-        metadata = f.metadata()
-    tensors = load_file(weights)
-    name = next(iter(tensors))
-    tensors[name] = tensors[name] + np.float32(1e-3)
-    save_file(tensors, weights, metadata=metadata)
+    change_weights(run)
     with pytest.raises(ValueError, match="was not exported from the weights"):
         OnnxPredictor.from_run(run, precision="int8")
 
