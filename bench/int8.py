@@ -144,12 +144,6 @@ def main() -> None:
     save_results(args.name, results, table(results))
 
 
-def prefix_note(quantization: dict) -> str:
-    """What the torch int8 export kept of each window out of int8 (exports before it kept nothing)."""
-    kept = quantization.get("prefix_positions_kept", 0)
-    return f"the first {kept} position(s) of each window ([CLS]) multiplied in bf16 outside int8, " if kept else ""
-
-
 def table(results: dict) -> str:
     """bench/results/<name>.md from <name>.json (runs before the torch int8 path have no
     ``quantization_torch``: their yardstick was uncompiled bf16 and their int8 the ONNX graph)."""
@@ -176,8 +170,7 @@ def table(results: dict) -> str:
         t = results["quantization_torch"]
         parts.append(
             f"nerkit int8 (torch backend, `format=torch precision=int8`): {t['method']} int8 for {len(t['int8_layers'])} of "
-            f"{len(t['sensitivity'])} encoder linear layers, SmoothQuant alpha {t['alpha']}, "
-            f"{prefix_note(t)}activation statistics from "
+            f"{len(t['sensitivity'])} encoder linear layers, SmoothQuant alpha {t['alpha']}, activation statistics from "
             f"{t['calibration_windows']} training windows, everything else in "
             f"{'bf16' if results['machine'].get('native_bf16', True) else 'fp32'}; kept out of int8: "
             f"{', '.join(m.replace('encoder.layer.', 'layer ') for m in t['kept']) or 'none'}. The export checked the entity "

@@ -724,8 +724,7 @@ def predict_tables(p: dict, goals: dict) -> list[str]:
         if b.get("int8_load_seconds") is not None:
             q = p["int8"]
             notes.append(f"nerkit int8: static int8 for {len(q['int8_layers'])} of {len(q['sensitivity'])} encoder linear "
-                         f"layers{' ([CLS] outside int8)' if q.get('prefix_positions_kept') else ''} (the export kept "
-                         f"{q['held_out_entity_agreement']:.4f} of the fp32 entities on "
+                         f"layers (the export kept {q['held_out_entity_agreement']:.4f} of the fp32 entities on "
                          f"{q['held_out_texts']} {q['held_out']} texts), bf16 between them, its share of the matmul "
                          f"peak taken of the bf16 peak; loading and compiling it took {b['int8_load_seconds']:.0f} s")
         if notes:

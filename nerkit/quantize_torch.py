@@ -13,15 +13,10 @@ Steps at export, once:
 1. SmoothQuant on every linear layer of the transformer layers: the layer reads its input
    divided by ``s = max|x|^alpha / max|w|^(1 - alpha)`` per channel (a multiplication inductor
    fuses into the quantization) and its weight columns are multiplied by ``s``.
-   The window's first positions, the tokenizer's prefix ([CLS]), stay out of every int8 product:
-   BERT's attention sink, [CLS] carries activations about ten times any other token's, and a static
-   scale wide enough for it leaves the other tokens few int8 levels (MiniLM on CoNLL-2003, all 36
-   layers int8, 300 calibration windows: 98.8% of the fp32 entities on 1,000 dev sentences kept with
-   [CLS] inside, 99.6% without). Its row is multiplied in bf16 beside the int8 product, one row per window.
 2. Each layer's sensitivity: the relative error of the encoder's output on the calibration windows
    with that layer alone int8.
 3. The least sensitive layers become int8 (per-channel weight scales, activation scales from
-   histograms of the calibration windows, [CLS] excluded): as many as keep ``target`` of the fp32 entities on
+   histograms of the calibration windows): as many as keep ``target`` of the fp32 entities on
    held-out text, predicted as prediction will run (compiled, bf16 elsewhere), found by bisection.
 
 The file holds tensors only, no code: the smoothing scales, the observers' statistics, and in its
@@ -41,7 +36,6 @@ from typing import Sequence
 
 import torch
 import torch._inductor.config as inductor_config
-import torch.nn.functional as F
 from omegaconf import DictConfig
 from safetensors import safe_open
 from safetensors.torch import save_file
@@ -50,7 +44,6 @@ from transformers import PretrainedConfig
 from transformers.modeling_outputs import BaseModelOutput
 
 from nerkit.calibration import Batch, calibration_batches, fp32_inference, held_out_texts, int8_layer_count, run_texts
-from nerkit.data.encoding import TextEncoder
 from nerkit.data.words import words_of
 from nerkit.evaluation import entity_agreement
 from nerkit.model import NerModel
@@ -65,20 +58,15 @@ _SMOOTH, _OBSERVER = "smooth.", "observer."
 
 
 class Smoothed(nn.Module):
-    """A linear layer that reads its input divided by SmoothQuant's scale (its weight absorbed it),
-    the first ``prefix`` positions multiplied apart: ``linear`` (the one int8 may take) sees the rest."""
+    """A linear layer that reads its input divided by SmoothQuant's scale (its weight absorbed it)."""
 
-    def __init__(self, linear: nn.Linear, scale: torch.Tensor, prefix: int):
+    def __init__(self, linear: nn.Linear, scale: torch.Tensor):
         super().__init__()
-        self.linear, self.prefix = linear, prefix
+        self.linear = linear
         self.register_buffer("divisor", 1 / scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x * self.divisor
-        if not self.prefix:
-            return self.linear(x)
-        head = F.linear(x[:, : self.prefix], self.linear.weight, self.linear.bias)
-        return torch.cat([head, self.linear(x[:, self.prefix :])], 1)
+        return self.linear(x * self.divisor)
 
 
 class _LastHidden(nn.Module):
@@ -95,32 +83,18 @@ class _LastHidden(nn.Module):
 class Int8Model(nn.Module):
     """Stands in for the encoder's HF model at prediction: the same call, the int8 graph inside."""
 
-    def __init__(self, graph: nn.Module, config: PretrainedConfig, min_length: int):
+    def __init__(self, graph: nn.Module, config: PretrainedConfig):
         super().__init__()
-        self.graph, self.config, self.min_length = graph, config, min_length
+        self.graph, self.config = graph, config
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **_) -> BaseModelOutput:
-        length = input_ids.shape[1]
-        if length < self.min_length:  # shorter than the graph takes (an empty text's window): masked padding
-            input_ids, attention_mask = (F.pad(t, (0, self.min_length - length)) for t in (input_ids, attention_mask))
-        return BaseModelOutput(last_hidden_state=self.graph(input_ids, attention_mask)[:, :length])
+        return BaseModelOutput(last_hidden_state=self.graph(input_ids, attention_mask))
 
     def train(self, mode: bool = True) -> "Int8Model":
         # Inference only, always: the exported graph refuses train() and eval() (the predictor calls eval()).
         if mode:
             raise RuntimeError("an int8 encoder predicts only; train the run's fp32 model")
         return self
-
-
-def prefix_length(tokenizer) -> int:
-    """How many special tokens open every window ([CLS]: 1), the positions kept out of int8."""
-    return len(TextEncoder(tokenizer, 16, 0).prefix_ids)
-
-
-def _min_length(prefix: int) -> int:
-    """The shortest window the graph takes: ``torch.export`` specializes sizes 0 and 1, so the
-    part after the prefix is at least 2 long."""
-    return prefix + 2 if prefix else 1
 
 
 def transformer_linears(hf_model: nn.Module) -> list[str]:
@@ -135,14 +109,13 @@ def transformer_linears(hf_model: nn.Module) -> list[str]:
 
 @torch.no_grad()
 def smoothing_scales(hf_model: nn.Module, linears: Sequence[str], batches: Sequence[Batch],
-                     alpha: float, prefix: int) -> dict[str, torch.Tensor]:
-    """SmoothQuant's per-channel scale for each of ``linears``, from their inputs on ``batches``
-    after the first ``prefix`` positions (those int8 never sees)."""
+                     alpha: float) -> dict[str, torch.Tensor]:
+    """SmoothQuant's per-channel scale for each of ``linears``, from their inputs on ``batches``."""
     amax: dict[str, torch.Tensor] = {}
 
     def record(name: str):
         def hook(module, inputs, output):
-            seen = inputs[0][:, prefix:].detach().abs().flatten(0, -2).amax(0).float()
+            seen = inputs[0].detach().abs().flatten(0, -2).amax(0).float()
             amax[name] = torch.maximum(amax[name], seen) if name in amax else seen
         return hook
 
@@ -160,9 +133,8 @@ def smoothing_scales(hf_model: nn.Module, linears: Sequence[str], batches: Seque
 
 
 @torch.no_grad()
-def smoothed(hf_model: nn.Module, scales: dict[str, torch.Tensor], prefix: int) -> nn.Module:
-    """A copy of ``hf_model`` with each layer of ``scales`` smoothed (the same function, up to rounding)
-    and its first ``prefix`` positions multiplied apart,
+def smoothed(hf_model: nn.Module, scales: dict[str, torch.Tensor]) -> nn.Module:
+    """A copy of ``hf_model`` with each layer of ``scales`` smoothed (the same function, up to rounding),
     with the plain attention, which inductor fuses into faster code than SDPA's kernel on CPU
     (as ``BertEncoder.compile_for_inference``)."""
     model = copy.deepcopy(hf_model).float().eval()
@@ -172,16 +144,15 @@ def smoothed(hf_model: nn.Module, scales: dict[str, torch.Tensor], prefix: int) 
         parent, _, child = name.rpartition(".")
         linear = model.get_submodule(name)
         linear.weight.mul_(scale)
-        setattr(model.get_submodule(parent), child, Smoothed(linear, scale, prefix))
+        setattr(model.get_submodule(parent), child, Smoothed(linear, scale))
     return model
 
 
-def _exported(model: nn.Module, prefix: int) -> torch.fx.GraphModule:
-    """``model`` as one graph over any batch size and window length from ``_min_length(prefix)``."""
+def _exported(model: nn.Module) -> torch.fx.GraphModule:
+    """``model`` as one graph over any batch size and window length."""
     max_length = getattr(model.config, "max_position_embeddings", 512)
     example = (torch.ones(2, 8, dtype=torch.long), torch.ones(2, 8, dtype=torch.long))
-    batch = torch.export.Dim("batch", min=1, max=1 << 16)
-    length = torch.export.Dim("length", min=_min_length(prefix), max=max_length)
+    batch, length = torch.export.Dim("batch", min=1, max=1 << 16), torch.export.Dim("length", min=1, max=max_length)
     return torch.export.export(_LastHidden(model).eval(), example,
                                dynamic_shapes=((batch, length), (batch, length))).module()
 
@@ -208,13 +179,12 @@ def _pt2e():
 
 
 def _prepared(graph: torch.fx.GraphModule, int8_layers: Sequence[str]) -> torch.fx.GraphModule:
-    """The graph with observers for ``int8_layers`` (names in the HF model; the product after the
-    prefix, ``Smoothed.linear``, is the one made int8)."""
+    """The graph with observers for ``int8_layers`` (names in the HF model)."""
     _, pt2e, x86 = _pt2e()
     quantizer = x86.X86InductorQuantizer()
     config = x86.get_default_x86_inductor_quantization_config(is_dynamic=False)
     for name in int8_layers:
-        quantizer.set_module_name_qconfig(f"model.{name}.linear", config)
+        quantizer.set_module_name_qconfig(f"model.{name}", config)
     return pt2e.prepare_pt2e(copy.deepcopy(graph), quantizer)
 
 
@@ -244,7 +214,7 @@ def _compiled(converted: nn.Module) -> nn.Module:
     (inference mode, autocast), for one window and for batches."""
     compiled = _Frozen(torch.compile(converted, dynamic=True))
     with torch.inference_mode(), _autocast():
-        for shape in ((1, 5), (3, 7)):  # at least _min_length
+        for shape in ((1, 5), (3, 7)):
             compiled(torch.ones(shape, dtype=torch.long), torch.ones(shape, dtype=torch.long))
     return compiled
 
@@ -271,8 +241,8 @@ def _autocast() -> contextlib.AbstractContextManager:
 class _Prediction:
     """Entities of held-out texts from an NER model whose encoder runs a given int8 graph."""
 
-    def __init__(self, model: NerModel, cfg: DictConfig, texts: Sequence[str], min_length: int):
-        self.model, self.texts, self.min_length = model.eval(), list(texts), min_length
+    def __init__(self, model: NerModel, cfg: DictConfig, texts: Sequence[str]):
+        self.model, self.texts = model.eval(), list(texts)
         self.predictor = fp32_inference(model, cfg.max_length, cfg.stride, words_of(cfg), cfg.get("truncate", False))
         self.fp32 = self.entities()
 
@@ -281,7 +251,7 @@ class _Prediction:
 
     def agreement(self, graph: nn.Module) -> float:
         hf_model = self.model.encoder.model
-        self.model.encoder.model = Int8Model(graph, hf_model.config, self.min_length)
+        self.model.encoder.model = Int8Model(graph, hf_model.config)
         try:
             with _autocast():
                 return entity_agreement(self.fp32, self.entities())
@@ -313,15 +283,14 @@ def export_int8_torch(run_dir: str | Path, output: str | Path | None = None, cal
     training_texts = run_texts(cfg, "train", calibration)
     batches = calibration_batches(model, training_texts, windows, cfg.max_length, cfg.stride, words_of(cfg))
     texts, source = held_out_texts(cfg, run_dir, training_texts, held_out, held_out_count)
-    prefix = prefix_length(model.encoder.tokenizer)
 
-    scales = smoothing_scales(hf_model, linears, batches, alpha, prefix)
-    graph = _exported(smoothed(hf_model, scales, prefix), prefix)
+    scales = smoothing_scales(hf_model, linears, batches, alpha)
+    graph = _exported(smoothed(hf_model, scales))
     with torch.no_grad():
         reference = [graph(torch.from_numpy(b[0]), torch.from_numpy(b[1])) for b in batches]
     sensitivity = {name: _relative_error(_calibrated(graph, [name], batches)[0], reference, batches) for name in linears}
     order = sorted(linears, key=sensitivity.__getitem__)
-    prediction = _Prediction(model, cfg, texts, _min_length(prefix))
+    prediction = _Prediction(model, cfg, texts)
     made: dict[int, dict[str, torch.Tensor]] = {}
 
     def agreement_of(n: int) -> float:
@@ -332,7 +301,7 @@ def export_int8_torch(run_dir: str | Path, output: str | Path | None = None, cal
                                     "keep this run bf16")
     tensors = {f"{_SMOOTH}{name}": scale.contiguous() for name, scale in scales.items()} | made[n]
     metadata = {WEIGHTS_HASH: weights_hash(run_dir), QUANTIZATION: json.dumps({
-        "method": "static", "alpha": alpha, "prefix_positions_kept": prefix, "int8_layers": order[:n], "kept": order[n:], "sensitivity": sensitivity,
+        "method": "static", "alpha": alpha, "int8_layers": order[:n], "kept": order[n:], "sensitivity": sensitivity,
         "calibration_windows": sum(len(b[0]) for b in batches), "held_out": source, "held_out_texts": len(texts),
         "held_out_entity_agreement": agreement[n], "target": target, "torch": torch.__version__})}
     partial = output.with_name(output.name + ".partial")
@@ -366,14 +335,10 @@ def load_int8(model: NerModel, run_dir: str | Path) -> None:
     scales = {key[len(_SMOOTH):]: value for key, value in tensors.items() if key.startswith(_SMOOTH)}
     if set(scales) != linears or not set(done["int8_layers"]) <= linears:
         raise ValueError(f"{path} was made for another encoder (its layers are not this model's)")
-    prefix = prefix_length(model.encoder.tokenizer)
-    if done.get("prefix_positions_kept") != prefix:  # its scales were observed over other positions
-        raise ValueError(f"{path} was calibrated with {done.get('prefix_positions_kept', 'no')} leading positions "
-                         f"kept out of int8, this encoder's tokenizer opens windows with {prefix}: export it again")
-    prepared = _prepared(_exported(smoothed(hf_model, scales, prefix), prefix), done["int8_layers"])
+    prepared = _prepared(_exported(smoothed(hf_model, scales)), done["int8_layers"])
     stored = {key: value for key, value in tensors.items() if key.startswith(_OBSERVER)}
     if set(stored) != set(_observers(prepared)):  # the statistics' shapes: observers resize on loading
         raise ValueError(f"{path} was made for another graph (torch {done.get('torch')}, here {torch.__version__}); "
                          f"export it again")
     prepared.load_state_dict({**prepared.state_dict(), **{k[len(_OBSERVER):]: v for k, v in stored.items()}})
-    model.encoder.model = Int8Model(_compiled(_pt2e()[1].convert_pt2e(prepared)), hf_model.config, _min_length(prefix))
+    model.encoder.model = Int8Model(_compiled(_pt2e()[1].convert_pt2e(prepared)), hf_model.config)

@@ -3,27 +3,21 @@
 kernels, and a file made from other weights or for another graph is refused."""
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-import torch
 import torch._inductor.config as inductor_config
 from safetensors import safe_open
 from safetensors.numpy import load_file, save_file
 
-from nerkit.calibration import calibration_batches
 from nerkit.cli import load_predictor
-from nerkit.data.words import words_of
 from nerkit.evaluation import entity_agreement
 from nerkit.export import main as export_main
-from nerkit.model import NerModel
 from nerkit.predict import Predictor
-from nerkit.quantize_torch import (INT8_FILE, QUANTIZATION, _calibrated, _exported, export_int8_torch, prefix_length,
-                                   quantization_of, smoothed, transformer_linears)
+from nerkit.quantize_torch import INT8_FILE, export_int8_torch, quantization_of
 from nerkit.train import train
 from tests.helpers import TOY_SENTENCES, change_weights, make_cfg, write_conll
 from tests.test_quantize import AGREEMENT, TEXTS, entity_sets
@@ -62,46 +56,6 @@ def test_int8_encoder_predicts_the_fp32_entities(int8_run):
     assert sorted(done["int8_layers"] + done["kept"]) == sorted(done["sensitivity"])  # every linear layer, measured
     assert max(done["sensitivity"][m] for m in done["int8_layers"]) <= min(
         [done["sensitivity"][m] for m in done["kept"]], default=float("inf"))
-
-
-def test_texts_shorter_than_the_int8_graphs_shortest_window_are_predicted(int8_run):
-    """An empty text's window is [CLS] [SEP], shorter than the graph takes: it is padded, masked."""
-    texts = ["", "Berlin", "John Smith lives in Berlin ."]
-    fp32 = entity_sets(Predictor.from_run(int8_run, "cpu", precision="fp32").predict(texts))
-    int8 = entity_sets(Predictor.from_run(int8_run, "cpu", precision="int8").predict(texts))
-    assert int8[0] == set() and int8[2], "nothing predicted where fp32 finds entities"
-    assert entity_agreement(fp32, int8) >= AGREEMENT
-
-
-def test_the_cls_position_is_multiplied_outside_int8_and_left_out_of_its_scale(int8_run):
-    """BERT's [CLS] carries activations many times any other token's; a static scale that held them
-    would leave the other tokens few int8 levels. Here [CLS] is given an outlier channel, and the
-    int8 layer's activation range is still that of the other positions."""
-    model, cfg = NerModel.load(int8_run, "cpu")
-    hf_model, tokenizer = model.encoder.model, model.encoder.tokenizer
-    assert prefix_length(tokenizer) == 1
-    with torch.no_grad():
-        hf_model.embeddings.word_embeddings.weight[tokenizer.cls_token_id, 0] = 1e3
-    name = "encoder.layer.0.attention.self.query"
-    inputs = []
-    hook = hf_model.get_submodule(name).register_forward_hook(lambda module, args, out: inputs.append(args[0]))
-    batches = calibration_batches(model, TEXTS, 50, cfg.max_length, cfg.stride, words_of(cfg))
-    with torch.no_grad():
-        reference = [hf_model(input_ids=torch.from_numpy(b[0]), attention_mask=torch.from_numpy(b[1])).last_hidden_state
-                     for b in batches]
-    hook.remove()
-    everywhere, after_cls = (max(float(x[:, start:].max()) for x in inputs) for start in (0, 1))
-    assert everywhere > 1.5 * after_cls  # the outlier is [CLS]'s (LayerNorm bounds it near sqrt(width))
-
-    unsmoothed = {layer: torch.ones(hf_model.get_submodule(layer).in_features) for layer in transformer_linears(hf_model)}
-    graph = _exported(smoothed(hf_model, unsmoothed, 1), 1)
-    with torch.no_grad():  # the same function as the HF model, [CLS] multiplied apart
-        for batch, expected in zip(batches, reference):
-            torch.testing.assert_close(graph(*map(torch.from_numpy, batch[:2])), expected, rtol=1e-4, atol=1e-4)
-    converted, observed = _calibrated(graph, [name], batches)
-    activation_max = [float(v) for k, v in observed.items() if k.endswith(".max_val") and v.dim() == 0]
-    assert activation_max == pytest.approx([after_cls], rel=1e-5)
-    assert any("quantize_per_tensor" in str(node.target) for node in converted.graph.nodes)
 
 
 def test_int8_calls_from_threads_agree_and_leave_inductors_setting_as_it_was(int8_run):
@@ -145,14 +99,6 @@ def test_an_int8_file_from_other_weights_or_for_another_graph_is_refused(int8_ru
     save_file(tensors, other / INT8_FILE, metadata=metadata)
     with pytest.raises(ValueError, match="another graph"):
         Predictor.from_run(other, "cpu", precision="int8")
-
-    older = shutil.copytree(int8_run, tmp_path / "older")  # calibrated with [CLS] inside the int8 scales
-    tensors = load_file(older / INT8_FILE)
-    done = quantization_of(older)
-    del done["prefix_positions_kept"]
-    save_file(tensors, older / INT8_FILE, metadata={**metadata, QUANTIZATION: json.dumps(done)})
-    with pytest.raises(ValueError, match="export it again"):
-        Predictor.from_run(older, "cpu", precision="int8")
 
 
 def test_a_target_no_layer_can_keep_is_refused_and_writes_nothing(int8_run, tmp_path, caplog):
