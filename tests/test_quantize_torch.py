@@ -58,6 +58,14 @@ def test_int8_encoder_predicts_the_fp32_entities(int8_run):
         [done["sensitivity"][m] for m in done["kept"]], default=float("inf"))
 
 
+def test_texts_without_tokens_are_predicted_with_int8(int8_run):
+    texts = ["", "Berlin", "John Smith lives in Berlin ."]
+    fp32 = entity_sets(Predictor.from_run(int8_run, "cpu", precision="fp32").predict(texts))
+    int8 = entity_sets(Predictor.from_run(int8_run, "cpu", precision="int8").predict(texts))
+    assert int8[0] == set() and int8[2], "nothing predicted where fp32 finds entities"
+    assert entity_agreement(fp32, int8) >= AGREEMENT
+
+
 def test_int8_calls_from_threads_agree_and_leave_inductors_setting_as_it_was(int8_run):
     predictor = Predictor.from_run(int8_run, "cpu", batch_size=2, precision="int8")
     texts = TEXTS * 10  # calls long enough to overlap
