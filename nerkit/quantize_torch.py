@@ -13,17 +13,10 @@ Steps at export, once:
 1. SmoothQuant on every linear layer of the transformer layers: the layer reads its input
    divided by ``s = max|x|^alpha / max|w|^(1 - alpha)`` per channel (a multiplication inductor
    fuses into the quantization) and its weight columns are multiplied by ``s``.
-   The window's first row apart: [CLS], BERT's attention sink, carries a few channels about ten
-   times larger than any other token's (24-30 against under 8 in MiniLM's first layers), and a
-   static scale wide enough for them leaves the other tokens few int8 levels. The channels where
-   the first row exceeds what every other row needs (1-3 per layer in MiniLM) are zeroed in that
-   row before the int8 product and added back exactly, one rank-1 term each: pointwise work that
-   inductor fuses, where multiplying the row apart cost a second product and a copy per layer
-   (15% of the int8 encoder's time).
 2. Each layer's sensitivity: the relative error of the encoder's output on the calibration windows
    with that layer alone int8.
 3. The least sensitive layers become int8 (per-channel weight scales, activation scales from
-   histograms of the calibration windows, the first row's channels apart): as many as keep ``target`` of the fp32 entities on
+   histograms of the calibration windows): as many as keep ``target`` of the fp32 entities on
    held-out text, predicted as prediction will run (compiled, bf16 elsewhere), found by bisection.
 
 The file holds tensors only, no code: the smoothing scales, the observers' statistics, and in its
@@ -65,26 +58,15 @@ _SMOOTH, _OBSERVER = "smooth.", "observer."
 
 
 class Smoothed(nn.Module):
-    """A linear layer that reads its input divided by SmoothQuant's scale (its weight absorbed it),
-    the ``first_row`` channels of each window's first row kept out of ``linear`` (the product int8
-    may take) and added back in full precision."""
+    """A linear layer that reads its input divided by SmoothQuant's scale (its weight absorbed it)."""
 
-    def __init__(self, linear: nn.Linear, scale: torch.Tensor, first_row: Sequence[int] = ()):
+    def __init__(self, linear: nn.Linear, scale: torch.Tensor):
         super().__init__()
-        self.linear, self.first_row = linear, list(first_row)
+        self.linear = linear
         self.register_buffer("divisor", 1 / scale)
-        self.register_buffer("first_row_mask", torch.zeros_like(scale).index_fill_(0, torch.tensor(self.first_row,
-                                                                                                   dtype=torch.long), 1))
-        # Their own copy of the weight columns: the int8 product quantizes its weight, these stay as they are.
-        self.register_buffer("first_row_weight", linear.weight[:, self.first_row].T.clone())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x * self.divisor
-        if not self.first_row:
-            return self.linear(x)
-        first = (torch.arange(x.shape[1], device=x.device) == 0).to(x.dtype)[:, None]
-        back = sum(x[:, :1, j : j + 1] * self.first_row_weight[i] for i, j in enumerate(self.first_row))
-        return self.linear(x * (1 - first * self.first_row_mask)) + first * back
+        return self.linear(x * self.divisor)
 
 
 class _LastHidden(nn.Module):
@@ -125,23 +107,16 @@ def transformer_linears(hf_model: nn.Module) -> list[str]:
     return [f"encoder.{name}" for name, module in layers.named_modules() if isinstance(module, nn.Linear)]
 
 
-FIRST_ROW_CHANNELS = 8  # at most this many channels per layer added back (MiniLM needs 1-3)
-
-
 @torch.no_grad()
-def smoothing(hf_model: nn.Module, linears: Sequence[str], batches: Sequence[Batch],
-              alpha: float) -> tuple[dict[str, torch.Tensor], dict[str, list[int]]]:
-    """For each of ``linears``, from their inputs on ``batches``: SmoothQuant's per-channel scale
-    (of the rows after the first), and the channels where the first row, smoothed, exceeds
-    every other row's largest value (the first row's channels ``Smoothed`` keeps apart)."""
+def smoothing_scales(hf_model: nn.Module, linears: Sequence[str], batches: Sequence[Batch],
+                     alpha: float) -> dict[str, torch.Tensor]:
+    """SmoothQuant's per-channel scale for each of ``linears``, from their inputs on ``batches``."""
     amax: dict[str, torch.Tensor] = {}
-    first: dict[str, torch.Tensor] = {}
 
     def record(name: str):
         def hook(module, inputs, output):
-            x = inputs[0].detach().abs().float()
-            for into, seen in ((amax, x[:, 1:].flatten(0, -2).amax(0)), (first, x[:, 0].amax(0))):
-                into[name] = torch.maximum(into[name], seen) if name in into else seen
+            seen = inputs[0].detach().abs().flatten(0, -2).amax(0).float()
+            amax[name] = torch.maximum(amax[name], seen) if name in amax else seen
         return hook
 
     hooks = [hf_model.get_submodule(name).register_forward_hook(record(name)) for name in linears]
@@ -152,21 +127,14 @@ def smoothing(hf_model: nn.Module, linears: Sequence[str], batches: Sequence[Bat
     finally:
         for hook in hooks:
             hook.remove()
-    scales = {name: amax[name].clamp(min=1e-5) ** alpha
-              / hf_model.get_submodule(name).weight.abs().amax(0).float().clamp(min=1e-5) ** (1 - alpha)
-              for name in linears}
-    first_rows = {}
-    for name, scale in scales.items():
-        excess = first[name] / scale / (amax[name] / scale).max()
-        channels = excess.argsort(descending=True)[:FIRST_ROW_CHANNELS]
-        first_rows[name] = sorted(int(c) for c in channels if excess[c] > 1)
-    return scales, {name: channels for name, channels in first_rows.items() if channels}
+    return {name: amax[name].clamp(min=1e-5) ** alpha
+            / hf_model.get_submodule(name).weight.abs().amax(0).float().clamp(min=1e-5) ** (1 - alpha)
+            for name in linears}
 
 
 @torch.no_grad()
-def smoothed(hf_model: nn.Module, scales: dict[str, torch.Tensor], first_rows: dict[str, list[int]]) -> nn.Module:
-    """A copy of ``hf_model`` with each layer of ``scales`` smoothed and its ``first_rows`` channels
-    kept apart (the same function, up to rounding),
+def smoothed(hf_model: nn.Module, scales: dict[str, torch.Tensor]) -> nn.Module:
+    """A copy of ``hf_model`` with each layer of ``scales`` smoothed (the same function, up to rounding),
     with the plain attention, which inductor fuses into faster code than SDPA's kernel on CPU
     (as ``BertEncoder.compile_for_inference``)."""
     model = copy.deepcopy(hf_model).float().eval()
@@ -176,7 +144,7 @@ def smoothed(hf_model: nn.Module, scales: dict[str, torch.Tensor], first_rows: d
         parent, _, child = name.rpartition(".")
         linear = model.get_submodule(name)
         linear.weight.mul_(scale)
-        setattr(model.get_submodule(parent), child, Smoothed(linear, scale, first_rows.get(name, ())))
+        setattr(model.get_submodule(parent), child, Smoothed(linear, scale))
     return model
 
 
@@ -316,8 +284,8 @@ def export_int8_torch(run_dir: str | Path, output: str | Path | None = None, cal
     batches = calibration_batches(model, training_texts, windows, cfg.max_length, cfg.stride, words_of(cfg))
     texts, source = held_out_texts(cfg, run_dir, training_texts, held_out, held_out_count)
 
-    scales, first_rows = smoothing(hf_model, linears, batches, alpha)
-    graph = _exported(smoothed(hf_model, scales, first_rows))
+    scales = smoothing_scales(hf_model, linears, batches, alpha)
+    graph = _exported(smoothed(hf_model, scales))
     with torch.no_grad():
         reference = [graph(torch.from_numpy(b[0]), torch.from_numpy(b[1])) for b in batches]
     sensitivity = {name: _relative_error(_calibrated(graph, [name], batches)[0], reference, batches) for name in linears}
@@ -333,7 +301,7 @@ def export_int8_torch(run_dir: str | Path, output: str | Path | None = None, cal
                                     "keep this run bf16")
     tensors = {f"{_SMOOTH}{name}": scale.contiguous() for name, scale in scales.items()} | made[n]
     metadata = {WEIGHTS_HASH: weights_hash(run_dir), QUANTIZATION: json.dumps({
-        "method": "static", "alpha": alpha, "first_row": first_rows, "int8_layers": order[:n], "kept": order[n:], "sensitivity": sensitivity,
+        "method": "static", "alpha": alpha, "int8_layers": order[:n], "kept": order[n:], "sensitivity": sensitivity,
         "calibration_windows": sum(len(b[0]) for b in batches), "held_out": source, "held_out_texts": len(texts),
         "held_out_entity_agreement": agreement[n], "target": target, "torch": torch.__version__})}
     partial = output.with_name(output.name + ".partial")
@@ -367,10 +335,7 @@ def load_int8(model: NerModel, run_dir: str | Path) -> None:
     scales = {key[len(_SMOOTH):]: value for key, value in tensors.items() if key.startswith(_SMOOTH)}
     if set(scales) != linears or not set(done["int8_layers"]) <= linears:
         raise ValueError(f"{path} was made for another encoder (its layers are not this model's)")
-    first_rows = done.get("first_row", {})  # none in files from before it: their scales took every row
-    if not set(first_rows) <= linears:
-        raise ValueError(f"{path} was made for another encoder (its layers are not this model's)")
-    prepared = _prepared(_exported(smoothed(hf_model, scales, first_rows)), done["int8_layers"])
+    prepared = _prepared(_exported(smoothed(hf_model, scales)), done["int8_layers"])
     stored = {key: value for key, value in tensors.items() if key.startswith(_OBSERVER)}
     if set(stored) != set(_observers(prepared)):  # the statistics' shapes: observers resize on loading
         raise ValueError(f"{path} was made for another graph (torch {done.get('torch')}, here {torch.__version__}); "

@@ -9,20 +9,15 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-import torch
 import torch._inductor.config as inductor_config
 from safetensors import safe_open
 from safetensors.numpy import load_file, save_file
 
-from nerkit.calibration import calibration_batches
 from nerkit.cli import load_predictor
-from nerkit.data.words import words_of
 from nerkit.evaluation import entity_agreement
 from nerkit.export import main as export_main
-from nerkit.model import NerModel
 from nerkit.predict import Predictor
-from nerkit.quantize_torch import (INT8_FILE, _calibrated, _exported, export_int8_torch, quantization_of, smoothed,
-                                   smoothing, transformer_linears)
+from nerkit.quantize_torch import INT8_FILE, export_int8_torch, quantization_of
 from nerkit.train import train
 from tests.helpers import TOY_SENTENCES, change_weights, make_cfg, write_conll
 from tests.test_quantize import AGREEMENT, TEXTS, entity_sets
@@ -59,7 +54,6 @@ def test_int8_encoder_predicts_the_fp32_entities(int8_run):
     assert done["held_out"] == "dev" and done["held_out_entity_agreement"] >= done["target"]
     assert done["int8_layers"], "no layer was made int8"
     assert sorted(done["int8_layers"] + done["kept"]) == sorted(done["sensitivity"])  # every linear layer, measured
-    assert set(done["first_row"]) <= set(done["sensitivity"])
     assert max(done["sensitivity"][m] for m in done["int8_layers"]) <= min(
         [done["sensitivity"][m] for m in done["kept"]], default=float("inf"))
 
@@ -70,41 +64,6 @@ def test_texts_without_tokens_are_predicted_with_int8(int8_run):
     int8 = entity_sets(Predictor.from_run(int8_run, "cpu", precision="int8").predict(texts))
     assert int8[0] == set() and int8[2], "nothing predicted where fp32 finds entities"
     assert entity_agreement(fp32, int8) >= AGREEMENT
-
-
-def test_the_first_rows_outlier_channels_are_added_back_exactly_and_left_out_of_the_int8_scale(int8_run):
-    """BERT's [CLS] carries a few channels many times larger than any other token's; a static scale
-    that held them would leave the other tokens few int8 levels. Here [CLS] is given an outlier
-    channel: it is kept apart, the graph still computes the model's function, and the int8 layer's
-    activation range is that of the rest."""
-    model, cfg = NerModel.load(int8_run, "cpu")
-    hf_model, tokenizer = model.encoder.model, model.encoder.tokenizer
-    with torch.no_grad():
-        hf_model.embeddings.word_embeddings.weight[tokenizer.cls_token_id, 0] = 1e3
-    name = "encoder.layer.0.attention.self.query"
-    inputs = []
-    hook = hf_model.get_submodule(name).register_forward_hook(lambda module, args, out: inputs.append(args[0]))
-    batches = calibration_batches(model, TEXTS, 50, cfg.max_length, cfg.stride, words_of(cfg))
-    with torch.no_grad():
-        reference = [hf_model(input_ids=torch.from_numpy(b[0]), attention_mask=torch.from_numpy(b[1])).last_hidden_state
-                     for b in batches]
-    hook.remove()
-
-    scales, first_rows = smoothing(hf_model, transformer_linears(hf_model), batches, alpha=0.8)
-    assert 0 in first_rows[name]  # the spiked channel, after the embeddings' LayerNorm
-    graph = _exported(smoothed(hf_model, scales, first_rows))
-    with torch.no_grad():  # the same function as the HF model
-        for batch, expected in zip(batches, reference):
-            torch.testing.assert_close(graph(*map(torch.from_numpy, batch[:2])), expected, rtol=1e-4, atol=1e-4)
-    apart = torch.zeros(scales[name].shape).index_fill_(0, torch.tensor(first_rows[name]), 1)
-    int8_input = [x / scales[name] * (1 - apart * (torch.arange(x.shape[1]) == 0)[:, None]) for x in inputs]
-    everywhere = max(float((x / scales[name]).max()) for x in inputs)
-    expected_max = max(float(x.max()) for x in int8_input)
-    assert everywhere > 1.5 * expected_max
-    converted, observed = _calibrated(graph, [name], batches)
-    activation_max = [float(v) for k, v in observed.items() if k.endswith(".max_val") and v.dim() == 0]
-    assert activation_max == pytest.approx([expected_max], rel=1e-5)
-    assert any("quantize_per_tensor" in str(node.target) for node in converted.graph.nodes)
 
 
 def test_int8_calls_from_threads_agree_and_leave_inductors_setting_as_it_was(int8_run):
