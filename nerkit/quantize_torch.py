@@ -26,7 +26,6 @@ quantizer) and refuses a file made from other weights or for another graph.
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 import functools
 import json
@@ -47,7 +46,7 @@ from nerkit.calibration import Batch, calibration_batches, fp32_inference, held_
 from nerkit.data.words import words_of
 from nerkit.evaluation import entity_agreement
 from nerkit.model import NerModel
-from nerkit.precision import autocast, int8_companion
+from nerkit.precision import autocast
 from nerkit.runs import weights_hash
 
 log = logging.getLogger(__name__)
@@ -213,7 +212,7 @@ def _compiled(converted: nn.Module) -> nn.Module:
     is frozen too) and calls oneDNN's int8 kernels. Compiled here, as prediction calls it
     (inference mode, autocast), for one window and for batches."""
     compiled = _Frozen(torch.compile(converted, dynamic=True))
-    with torch.inference_mode(), _autocast():
+    with torch.inference_mode(), autocast("cpu", "int8"):
         for shape in ((1, 5), (3, 7)):
             compiled(torch.ones(shape, dtype=torch.long), torch.ones(shape, dtype=torch.long))
     return compiled
@@ -233,11 +232,6 @@ class _Frozen(nn.Module):
             return self.compiled(input_ids, attention_mask)
 
 
-def _autocast() -> contextlib.AbstractContextManager:
-    """What runs beside the int8 products: bf16 where the CPU has bf16 units, else fp32."""
-    return autocast("cpu", int8_companion())
-
-
 class _Prediction:
     """Entities of held-out texts from an NER model whose encoder runs a given int8 graph."""
 
@@ -253,7 +247,7 @@ class _Prediction:
         hf_model = self.model.encoder.model
         self.model.encoder.model = Int8Model(graph, hf_model.config)
         try:
-            with _autocast():
+            with autocast("cpu", "int8"):  # bf16 beside the int8 products where the CPU has bf16 units
                 return entity_agreement(self.fp32, self.entities())
         finally:
             self.model.encoder.model = hf_model

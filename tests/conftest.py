@@ -14,7 +14,7 @@ import torch  # noqa: E402
 from transformers import AutoTokenizer, BertConfig, BertModel  # noqa: E402
 
 from nerkit.config import embedded_model_path, register_resolvers  # noqa: E402
-from tests.helpers import TOY_SENTENCES, write_conll  # noqa: E402
+from tests.helpers import TOY_SENTENCES, make_cfg, write_conll  # noqa: E402
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 register_resolvers()
@@ -36,6 +36,21 @@ def tiny_bert_dir(tmp_path_factory) -> Path:
 @pytest.fixture
 def toy_conll(tmp_path) -> Path:
     return write_conll(tmp_path / "toy.conll", TOY_SENTENCES)
+
+
+@pytest.fixture(scope="session")
+def fitted_toy_run(tiny_bert_dir, tmp_path_factory) -> Path:
+    """A tiny BERT trained to fit the toy data (dev = train), as the int8 exports' tests start from:
+    copy it before writing into it."""
+    from nerkit.train import train
+
+    tmp = tmp_path_factory.mktemp("fitted_toy")
+    data = write_conll(tmp / "toy.conll", TOY_SENTENCES)
+    cfg = make_cfg([f"encoder.pretrained={tiny_bert_dir}", "trainer.epochs=15", "trainer.lr=3e-3", "head.lr=3e-3",
+                    "trainer.batch_size=2", "report_errors=false", "max_length=16", "stride=4",
+                    f"data.train.path={data}", f"data.dev.path={data}"])
+    assert train(cfg, tmp / "run") == 1.0  # it fits the toy data: its predictions mean something
+    return tmp / "run"
 
 
 @pytest.fixture(scope="session")

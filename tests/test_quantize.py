@@ -17,8 +17,7 @@ from nerkit.onnx_predict import QUANTIZATION, OnnxPredictor
 from nerkit.predict import Predictor
 from nerkit.calibration import most_quantized
 from nerkit.quantize import _QuantizerChatter, export_int8
-from nerkit.train import train
-from tests.helpers import TOY_SENTENCES, change_weights, make_cfg, write_conll
+from tests.helpers import change_weights
 
 TEXTS = [
     "John Smith lives in Berlin .",
@@ -35,16 +34,11 @@ def entity_sets(predictions) -> list[set]:
 
 
 @pytest.fixture(scope="module")
-def int8_run(tiny_bert_dir, tmp_path_factory) -> Path:
-    """A tiny BERT trained to fit the toy data, exported with precision=int8 (calibrated on its training data)."""
-    tmp = tmp_path_factory.mktemp("int8")
-    data = write_conll(tmp / "toy.conll", TOY_SENTENCES)
-    cfg = make_cfg([f"encoder.pretrained={tiny_bert_dir}", "trainer.epochs=15", "trainer.lr=3e-3", "head.lr=3e-3",
-                    "trainer.batch_size=2", "report_errors=false", "max_length=16", "stride=4",
-                    f"data.train.path={data}", f"data.dev.path={data}"])
-    assert train(cfg, tmp / "run") == 1.0  # it fits the toy data: its predictions mean something
-    assert export_main([f"run_dir={tmp / 'run'}", "precision=int8"]) == 0
-    return tmp / "run"
+def int8_run(fitted_toy_run, tmp_path_factory) -> Path:
+    """The fitted toy run, exported with precision=int8 (calibrated on its training data)."""
+    run = shutil.copytree(fitted_toy_run, tmp_path_factory.mktemp("int8") / "run")
+    assert export_main([f"run_dir={run}", "precision=int8"]) == 0
+    return run
 
 
 def test_int8_graph_predicts_the_fp32_entities(int8_run):

@@ -18,22 +18,16 @@ from nerkit.evaluation import entity_agreement
 from nerkit.export import main as export_main
 from nerkit.predict import Predictor
 from nerkit.quantize_torch import INT8_FILE, export_int8_torch, quantization_of
-from nerkit.train import train
-from tests.helpers import TOY_SENTENCES, change_weights, make_cfg, write_conll
+from tests.helpers import change_weights
 from tests.test_quantize import AGREEMENT, TEXTS, entity_sets
 
 
 @pytest.fixture(scope="module")
-def int8_run(tiny_bert_dir, tmp_path_factory) -> Path:
-    """A tiny BERT trained to fit the toy data, its int8 encoder exported (calibrated on its training data)."""
-    tmp = tmp_path_factory.mktemp("int8_torch")
-    data = write_conll(tmp / "toy.conll", TOY_SENTENCES)
-    cfg = make_cfg([f"encoder.pretrained={tiny_bert_dir}", "trainer.epochs=15", "trainer.lr=3e-3", "head.lr=3e-3",
-                    "trainer.batch_size=2", "report_errors=false", "max_length=16", "stride=4",
-                    f"data.train.path={data}", f"data.dev.path={data}"])
-    assert train(cfg, tmp / "run") == 1.0  # it fits the toy data: its predictions mean something
-    assert export_main([f"run_dir={tmp / 'run'}", "format=torch", "precision=int8"]) == 0
-    return tmp / "run"
+def int8_run(fitted_toy_run, tmp_path_factory) -> Path:
+    """The fitted toy run, its int8 encoder exported (calibrated on its training data)."""
+    run = shutil.copytree(fitted_toy_run, tmp_path_factory.mktemp("int8_torch") / "run")
+    assert export_main([f"run_dir={run}", "format=torch", "precision=int8"]) == 0
+    return run
 
 
 def quantize_ops(predictor: Predictor) -> set[str]:
