@@ -173,17 +173,19 @@ def load(url: str, batches: list[list[str]], workers: int) -> tuple[list, float,
             writer.close()
         return out
 
-    async def everyone() -> list[list[tuple[float, int, dict]]]:
+    async def everyone() -> tuple[list[list[tuple[float, int, dict]]], float]:
         done = asyncio.Event()
         watcher = asyncio.create_task(watch(done))
+        started = time.perf_counter()
         per_client = await asyncio.gather(*(client(w) for w in range(workers)))
+        wall = time.perf_counter() - started
         done.set()
-        await watcher
-        return per_client
+        await watcher  # up to one poll interval more: not the load's time
+        return per_client, wall
 
-    started, cpu_started = time.perf_counter(), time.process_time()
-    per_client = asyncio.run(everyone())
-    wall, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+    cpu_started = time.process_time()
+    per_client, wall = asyncio.run(everyone())
+    cpu = time.process_time() - cpu_started
     results: list = [None] * len(batches)
     for w, out in enumerate(per_client):
         results[w::workers] = out
