@@ -12,6 +12,7 @@ step: numpy batches in, numpy scores out. Nothing here imports torch.
 """
 from __future__ import annotations
 
+import gc
 import itertools
 from typing import Callable, Sequence
 
@@ -25,6 +26,18 @@ from nerkit.heads.decoding import SPANS, WORD_SCORES, Decoder, ScoredSpan
 # (input_ids [batch, tokens] int64, attention_mask [batch, tokens] int64, word_index [batch, words]
 # int64, word_mask [batch, words] bool) -> the head's scores for the batch, float32.
 ScoresFn = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+
+
+def freeze_loaded_objects() -> None:
+    """Take every object alive now (the loaded model, its tokenizer, compiled graphs, the libraries)
+    out of the cyclic garbage collector's view, after collecting what is garbage already
+    (``gc.freeze``; vLLM does the same after its warm-up). A full collection walks every tracked
+    object: with torch, transformers and a compiled encoder loaded, 850k of them, which stalled a
+    ``predict`` call for 0.4-0.6 s every few calls (0.23 s with nothing but the imports). Frozen
+    objects are still freed when their last reference goes; only cycles among them stay until
+    ``gc.unfreeze()``."""
+    gc.collect()
+    gc.freeze()
 
 
 def _pad(rows: Sequence[Sequence[int]], value: int) -> tuple[np.ndarray, np.ndarray]:

@@ -17,7 +17,7 @@ from transformers import PreTrainedTokenizerFast
 
 from nerkit.data.encoding import TextEncoder
 from nerkit.heads.decoding import Decoder, decoder_from_spec
-from nerkit.inference import Inference
+from nerkit.inference import Inference, freeze_loaded_objects
 from nerkit.data.words import DEFAULT_WORDS, words_of
 from nerkit.runs import CONFIG, ENCODER_DIR, LABELS, read_run, weights_hash
 
@@ -77,4 +77,5 @@ class OnnxPredictor(Inference):
         predictor = cls(session, tokenizer, decoder, head_name, cfg.max_length, cfg.stride, batch_size,
                         cfg.get("truncate", False), words=words_of(cfg, str(run_dir / CONFIG)))
         predictor.precision = "int8" if QUANTIZATION in meta else "fp32"
+        freeze_loaded_objects()  # as the torch predictor's loading: no garbage-collector pauses over it later
         return predictor

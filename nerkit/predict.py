@@ -12,7 +12,7 @@ import torch
 
 from nerkit.data.encoding import TextEncoder
 from nerkit.data.words import DEFAULT_WORDS, words_of
-from nerkit.inference import Inference
+from nerkit.inference import Inference, freeze_loaded_objects
 from nerkit.model import NerModel, default_batch_cost, default_batch_tokens, torch_scores
 from nerkit.precision import PREDICT_PRECISIONS, check_precision, dtype_of
 from nerkit.quantize_torch import Int8Model, load_int8
@@ -54,15 +54,19 @@ class Predictor(Inference):
         """Load a trained run directory (weights, config, labels, tokenizer; no pickle). Nothing in
         it runs as code; ``trust_remote_code=True`` allows the encoder's own Python files in
         ``encoder/``, for a directory you trust. ``precision="int8"`` loads the run's int8 encoder
-        (RUN/encoder.int8.safetensors, ``python -m nerkit.export run_dir=RUN format=torch precision=int8``)."""
+        (RUN/encoder.int8.safetensors, ``python -m nerkit.export run_dir=RUN format=torch precision=int8``).
+        Loading ends with ``nerkit.inference.freeze_loaded_objects``: no garbage-collector pauses
+        over the model later."""
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         check_precision(precision, device, PREDICT_PRECISIONS)
         model, cfg = NerModel.load(run_dir, device, trust_remote_code)
         if precision == "int8":
             load_int8(model, run_dir)
-        return cls(model, cfg.max_length, cfg.stride, batch_size, device, cfg.get("truncate", False),
-                   precision=precision, cast_encoder=True, compile=compile,
-                   words=words_of(cfg, str(Path(run_dir) / CONFIG)))
+        predictor = cls(model, cfg.max_length, cfg.stride, batch_size, device, cfg.get("truncate", False),
+                        precision=precision, cast_encoder=True, compile=compile,
+                        words=words_of(cfg, str(Path(run_dir) / CONFIG)))
+        freeze_loaded_objects()
+        return predictor
 
     @property
     def head_name(self) -> str:

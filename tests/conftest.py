@@ -6,6 +6,7 @@ import os
 # Before transformers / huggingface_hub are imported: they read it once, at import.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+import gc  # noqa: E402
 import shutil  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -18,6 +19,14 @@ from tests.helpers import TOY_SENTENCES, make_cfg, write_conll  # noqa: E402
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 register_resolvers()
+
+
+@pytest.fixture(autouse=True)
+def _collector_unfrozen_after_each_test():
+    """Loading a run freezes what is alive (``nerkit.inference.freeze_loaded_objects``): after each
+    test the collector sees everything again, so that one test's runs, once garbage, are collected."""
+    yield
+    gc.unfreeze()
 
 
 @pytest.fixture(scope="session")

@@ -1,13 +1,16 @@
 """Hostile or damaged run directories (issue 23): size limits before parsing, YAML aliases, label
 maps that do not match the weights, symbolic link loops, truncated weights, the ONNX backend's
-checks, and model cards that escape what the data names."""
+checks, and model cards that escape what the data names; and what loading one leaves behind in
+the process (no garbage-collector pauses over the loaded model)."""
 from __future__ import annotations
 
+import gc
 import json
 import os
 import shutil
 import stat
 import time
+import weakref
 from pathlib import Path
 
 import pytest
@@ -194,6 +197,31 @@ def test_the_onnx_backend_checks_the_run_directory_as_torch_does(exported, tmp_p
     _edit_config(run, edit)
     with pytest.raises(error, match=message):
         OnnxPredictor.from_run(run)
+
+
+class _Cycle:
+    pass
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnx"])
+def test_loading_a_run_takes_what_it_loaded_out_of_the_garbage_collectors_view(exported, backend):
+    gc.unfreeze()
+    garbage = _Cycle()
+    garbage.me = garbage  # a cycle already unreachable when loading starts: collected, not frozen
+    gone = weakref.ref(garbage)
+    del garbage
+    if backend == "torch":
+        predictor = Predictor.from_run(exported, "cpu", precision="fp32")
+    else:
+        predictor = OnnxPredictor.from_run(exported)
+    assert gone() is None
+    assert gc.get_freeze_count() > 0
+    later = _Cycle()
+    tracked = {id(o) for o in gc.get_objects()}  # what a collection walks
+    assert id(predictor) not in tracked and id(predictor.decoder) not in tracked
+    assert id(later) in tracked
+    assert predictor.entity_types == ["LOC", "ORG", "PER"]
+    assert len(predictor.predict(["Peter lives in Berlin ."])) == 1
 
 
 def test_the_onnx_backend_refuses_an_auto_map_in_the_encoder(exported, tmp_path):
