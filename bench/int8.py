@@ -72,6 +72,8 @@ def main() -> None:
     parser.add_argument("--texts", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--calibration-windows", type=int, default=300, help="ONNX int8; the torch export takes its default")
+    parser.add_argument("--agreement-target", type=float, default=0.995,
+                        help="both int8 exports' agreement_target: the share of the fp32 dev entities they keep")
     parser.add_argument("--calibration-skip", type=int, default=5000, help="training sentences skipped before calibrating")
     parser.add_argument("--name", default="int8", help="results file stem: bench/results/<name>.{json,md} "
                         "(another CPU's run beside the committed one, e.g. int8_avx512)")
@@ -90,13 +92,13 @@ def main() -> None:
                            encoding="utf-8")
     t0 = time.perf_counter()
     int8_path = export_int8(args.run_dir, fp32_path, workdir / "model.int8.onnx", calibration,
-                            windows=args.calibration_windows)
+                            windows=args.calibration_windows, target=args.agreement_target)
     export_seconds = time.perf_counter() - t0
     quantization = json.loads({p.key: p.value for p in onnx.load(str(int8_path), load_external_data=False)
                                .metadata_props}[QUANTIZATION])
     int8_run = shutil.copytree(args.run_dir, workdir / "run")  # the export writes into the run; not into the bench's
     t0 = time.perf_counter()
-    export_int8_torch(int8_run, calibration=calibration)
+    export_int8_torch(int8_run, calibration=calibration, target=args.agreement_target)
     export_torch_seconds = time.perf_counter() - t0
     dynamic_path = plain_dynamic(fp32_path, workdir / "model.dynamic.onnx")
     assert {p.key for p in onnx.load(str(dynamic_path), load_external_data=False).metadata_props} >= {WEIGHTS_HASH}

@@ -14,7 +14,7 @@ with transformers' key names, tokenizer files) that ``pipeline("token-classifica
 aggregation_strategy="first")`` loads. Only a softmax head is a token classifier: transformers
 has no CRF or GlobalPointer class (docs/export.md says what works for those).
 
-``python -m nerkit.export run_dir=DIR [format=onnx|hf|torch] [output=...] [opset=18] [precision=fp32|int8] [calibration=FILE] [held_out=FILE]``
+``python -m nerkit.export run_dir=DIR [format=onnx|hf|torch] [output=...] [opset=18] [precision=fp32|int8] [calibration=FILE] [held_out=FILE] [agreement_target=0.995]``
 
 The exported graph is fp32 whatever precision the torch predictor runs at (ONNX Runtime's CPU
 provider has no bf16 kernels for most operators). ``precision=int8`` writes RUN/model.int8.onnx
@@ -173,11 +173,15 @@ class ExportConfig:
     precision: GraphPrecision = GraphPrecision.fp32  # onnx; torch takes int8 only
     calibration: Optional[str] = None  # int8: a file in the run's training-data format (default: its training data)
     held_out: Optional[str] = None  # int8: text the entity agreement is checked on, same format (default: its dev data)
+    agreement_target: float = 0.995  # int8: the share of the fp32 entities on held_out the int8 model must keep
 
 
 def main(argv: list[str] | None = None) -> int:
     setup_logging()
     cfg = parse_args(ExportConfig, sys.argv[1:] if argv is None else argv, __doc__)
+    if not 0 < cfg.agreement_target <= 1:  # NaN too
+        raise SystemExit(f"bad argument: agreement_target={cfg.agreement_target}: a share of the fp32 entities, "
+                         f"above 0 and at most 1")
     if cfg.format is Format.hf:
         if cfg.precision is not GraphPrecision.fp32:
             raise SystemExit("precision=int8 applies to format=onnx and format=torch only")
@@ -188,13 +192,14 @@ def main(argv: list[str] | None = None) -> int:
                              "the torch model)")
         from nerkit.quantize_torch import export_int8_torch  # lazy: torchao loads slowly
 
-        print(export_int8_torch(cfg.run_dir, cfg.output, cfg.calibration, cfg.held_out))
+        print(export_int8_torch(cfg.run_dir, cfg.output, cfg.calibration, cfg.held_out,
+                                target=cfg.agreement_target))
     elif cfg.precision is GraphPrecision.int8:
         from nerkit.quantize import export_int8  # lazy: ONNX Runtime's quantization tools load slowly
 
         with tempfile.TemporaryDirectory() as tmp:
             print(export_int8(cfg.run_dir, export_onnx(cfg.run_dir, Path(tmp) / ONNX_FILE, cfg.opset), cfg.output,
-                              cfg.calibration, cfg.held_out))
+                              cfg.calibration, cfg.held_out, target=cfg.agreement_target))
     else:
         print(export_onnx(cfg.run_dir, cfg.output, cfg.opset))
     return 0
