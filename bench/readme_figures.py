@@ -49,7 +49,7 @@ TABLES: dict[str, Callable[[dict, Path], str]] = {"conll2003_full": _conll2003_f
 
 # results name -> the bench module that writes it, where the names differ
 WRITERS = {"quality_1000": "quality", "conll2003_seeds": "seeds", "speed_cuda": "speed", "serve_cuda": "serve",
-           "int8_avx512": "int8"}
+           "int8_avx512": "int8", "int8_avx512_target099": "int8"}
 
 
 def results_table(name: str, results: dict | list) -> str:
