@@ -16,9 +16,10 @@ graph goes to a temporary folder. Writes bench/results/serve.json and serve.md (
   it one server per ``--server-variant`` (a server option, by default ``batch_wait=0``);
   ``--workers`` concurrent clients (asyncio tasks in one thread, each on its own keep-alive
   connection, HTTP/1.1 written on asyncio's streams) each send ``--requests`` requests, one after
-  another, of 1 to ``--max-docs-per-request`` consecutive sentences (seeded); after one untimed pass to warm them
-  up, ``--rounds`` rounds, each the load on every server and a CLI run on exactly the same texts
-  (``predict_file``, same process and threads as above), in an order that rotates by round.
+  another, of 1 to ``--max-docs-per-request`` consecutive sentences (seeded); after one untimed
+  pass to warm them up, ``--rounds`` rounds, each the load on every server and a CLI run on
+  exactly the same texts (``predict_file``, same process and threads as above), in an order that
+  rotates by round.
   Reported per server: latency percentiles over every round, the throughput ratio to the CLI in
   the median and the worst round, the CPU seconds of server, clients and CLI, and the largest
   batch of requests and queue ``/health`` showed; per variant, its throughput against the

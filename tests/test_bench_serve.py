@@ -27,14 +27,14 @@ def test_the_load_generator_reads_each_answer_whole_on_a_kept_alive_connection()
         async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             for status in (200, 422):
                 head = (await reader.readuntil(b"\r\n\r\n")).decode()
-                length = int(next(line.split(": ")[1] for line in head.split("\r\n") if line.startswith("Content-Length")))
+                length = next(int(line.split(": ")[1]) for line in head.split("\r\n") if line.startswith("Content-Length"))
                 requests.append((head.split("\r\n")[0], json.loads(await reader.readexactly(length))))
                 body = json.dumps({"n": len(requests)}).encode()
                 # head and body in two writes, as a server may send them
-                writer.write(b"HTTP/1.1 %d X\r\nContent-Length: %d\r\nContent-Type: application/json\r\n\r\n" % (status, len(body)))
+                writer.write(b"HTTP/1.1 %d X\r\nContent-Length: %d\r\n\r\n" % (status, len(body)))
                 await writer.drain()
                 writer.write(body)
-            head = await reader.readuntil(b"\r\n\r\n")
+            await reader.readuntil(b"\r\n\r\n")  # the third request: answered without Content-Length
             writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
             writer.close()
 
@@ -50,4 +50,5 @@ def test_the_load_generator_reads_each_answer_whole_on_a_kept_alive_connection()
 
     first, second, requests = asyncio.run(scenario())
     assert first == (200, {"n": 1}) and second == (422, {"n": 2})
-    assert requests == [("POST /predict HTTP/1.1", {"texts": ["a b", "c"]}), ("POST /predict HTTP/1.1", {"texts": ["d"]})]
+    assert requests == [("POST /predict HTTP/1.1", {"texts": ["a b", "c"]}),
+                        ("POST /predict HTTP/1.1", {"texts": ["d"]})]

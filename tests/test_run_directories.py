@@ -221,7 +221,6 @@ def test_loading_a_run_takes_what_it_loaded_out_of_the_garbage_collectors_view(e
     assert id(predictor) not in tracked and id(predictor.decoder) not in tracked
     assert id(later) in tracked
     assert predictor.entity_types == ["LOC", "ORG", "PER"]
-    assert len(predictor.predict(["Peter lives in Berlin ."])) == 1
 
 
 def test_the_onnx_backend_refuses_an_auto_map_in_the_encoder(exported, tmp_path):
